@@ -1,0 +1,1 @@
+"""Learning agents behind one contract (DESIGN §2): update, act, policy_state, state_dict."""

@@ -1,0 +1,1 @@
+"""Replay buffers, samplers, batches and dataset diagnostics."""

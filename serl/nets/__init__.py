@@ -1,0 +1,1 @@
+"""Networks: MLPs, the stacked critic ensemble, the tanh-Gaussian policy, image encoders."""

@@ -1,0 +1,1 @@
+"""Actor <-> learner transport over ZeroMQ: wire codec, learner server, actor client, auth."""

@@ -1,0 +1,162 @@
+"""Learner speed: updates per second at batch 256 with 256x256 networks.
+
+* `sac_updates_per_s` vs `sb3_sac_updates_per_s`: our SAC (2 critics) and Stable-Baselines3's
+  SAC with the same networks, batch, threads and device, each sampling from its own replay
+  buffer of random transitions. Rounds alternate between the two so that a noisy machine
+  slows both alike; the figure is the median over rounds.
+* `rlpd_critic_updates_per_s`: 10 LayerNorm critics, G = 20 critic steps per update call.
+* `drq_updates_per_s`: two 128x128x3 uint8 cameras plus a 7-D proprioception vector.
+* `image_bytes_per_transition`: a 10k-transition buffer of two 128x128x3 cameras in 100-step
+  episodes; frames stored once means about 1.01x one observation's frame bytes.
+The observation is 17-D and the action 6-D (HalfCheetah's sizes) for the state benchmarks.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from serl.agents.sac import SACAgent, SACConfig
+from serl.data.replay import ReplayBuffer
+from serl.data.samplers import UniformSampler
+
+OBS_DIM, ACTION_DIM, BATCH = 17, 6, 256
+STATE_SPACE = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+ACTION_SPACE = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+
+def image_space(size: int = 128) -> gym.spaces.Dict:
+    frame = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
+    proprio = gym.spaces.Box(-np.inf, np.inf, (7,), np.float32)
+    return gym.spaces.Dict({"front": frame, "wrist": frame, "state": proprio})
+
+
+def random_obs(space: gym.Space, rng: np.random.Generator, n: int) -> dict | np.ndarray:
+    def one(box: gym.spaces.Box) -> np.ndarray:
+        if box.dtype == np.uint8:
+            return rng.integers(0, 256, (n, *box.shape), dtype=np.uint8)
+        return rng.standard_normal((n, *box.shape)).astype(np.float32)
+
+    if isinstance(space, gym.spaces.Dict):
+        return {k: one(s) for k, s in space.spaces.items()}
+    return one(space)
+
+
+def filled_buffer(space: gym.Space, transitions: int, episode_length: int = 100) -> ReplayBuffer:
+    """`transitions` random transitions in episodes of `episode_length`, added chunk-wise."""
+    rng = np.random.default_rng(0)
+    episodes = transitions // episode_length
+    buffer = ReplayBuffer(space, ACTION_DIM, transitions + episodes)
+    for episode in range(episodes):
+        frames = random_obs(space, rng, episode_length + 1)
+
+        def cut(a: np.ndarray, start: int) -> np.ndarray:
+            return a[start : start + episode_length]
+
+        obs = (
+            {k: cut(v, 0) for k, v in frames.items()}
+            if isinstance(frames, dict)
+            else cut(frames, 0)
+        )
+        nxt = (
+            {k: cut(v, 1) for k, v in frames.items()}
+            if isinstance(frames, dict)
+            else cut(frames, 1)
+        )
+        done = np.zeros(episode_length, bool)
+        done[-1] = True
+        buffer.add_many(
+            obs=obs,
+            action=rng.uniform(-1, 1, (episode_length, ACTION_DIM)).astype(np.float32),
+            reward=rng.standard_normal(episode_length).astype(np.float32),
+            next_obs=nxt,
+            terminated=np.zeros(episode_length, bool),
+            truncated=done,
+            episode_id=np.full(episode_length, episode),
+            t=np.arange(episode_length),
+            source="online",
+        )
+    return buffer
+
+
+def rate(step: Callable[[], object], seconds: float, warmup: int = 3) -> float:
+    """Calls of `step` per second over about `seconds`, after `warmup` calls."""
+    for _ in range(warmup):
+        step()
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        step()
+        calls += 1
+    return calls / elapsed
+
+
+def ours_sac_step(device: str) -> Callable[[], object]:
+    agent = SACAgent(SACConfig(), STATE_SPACE, ACTION_SPACE, device=device)
+    sampler = UniformSampler(filled_buffer(STATE_SPACE, 20_000), BATCH, seed=0)
+    return lambda: agent.update(sampler.sample())
+
+
+def sb3_sac_step(device: str) -> Callable[[], object]:
+    from stable_baselines3 import SAC
+
+    class RandomEnv(gym.Env):
+        observation_space, action_space = STATE_SPACE, ACTION_SPACE
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(OBS_DIM, np.float32), {}
+
+        def step(self, action):
+            return np.random.standard_normal(OBS_DIM).astype(np.float32), 0.0, False, False, {}
+
+    model = SAC(
+        "MlpPolicy",
+        RandomEnv(),
+        batch_size=BATCH,
+        learning_starts=0,
+        policy_kwargs={"net_arch": [256, 256]},
+        device=device,
+        seed=0,
+    )
+    model.learn(2_000)  # fills SB3's own replay buffer
+    return lambda: model.train(gradient_steps=1, batch_size=BATCH)
+
+
+def run(quick: bool, device: str) -> dict[str, float]:
+    seconds, rounds = (2.0, 3) if quick else (5.0, 5)
+    ours_step, sb3_step = ours_sac_step(device), sb3_sac_step(device)
+    ours, sb3 = [], []
+    for _ in range(rounds):
+        ours.append(rate(ours_step, seconds))
+        sb3.append(rate(sb3_step, seconds))
+    sac, peer = statistics.median(ours), statistics.median(sb3)
+
+    rlpd_cfg = SACConfig.rlpd()
+    rlpd = SACAgent(rlpd_cfg, STATE_SPACE, ACTION_SPACE, device=device)
+    rlpd_sampler = UniformSampler(filled_buffer(STATE_SPACE, 20_000), BATCH * rlpd_cfg.utd, seed=0)
+    rlpd_calls = rate(lambda: rlpd.update(rlpd_sampler.sample()), seconds * 2, warmup=1)
+
+    pixels = image_space()
+    drq = SACAgent(SACConfig(), pixels, ACTION_SPACE, device=device)
+    drq_buffer = filled_buffer(pixels, 2_000 if quick else 10_000)
+    drq_sampler = UniformSampler(drq_buffer, BATCH, seed=0)
+    drq_rate = rate(lambda: drq.update(drq_sampler.sample()), seconds * 2, warmup=1)
+
+    cameras = gym.spaces.Dict({k: pixels.spaces[k] for k in ("front", "wrist")})
+    camera_buffer = filled_buffer(cameras, 10_000)
+    # Every slot of the buffer is in use: frame storage divided by complete transitions.
+    frame_bytes = camera_buffer.observation_nbytes_per_slot * camera_buffer.capacity
+    frame_bytes /= len(camera_buffer)
+    one_obs_frames = 2 * 128 * 128 * 3
+    return {
+        "sac_updates_per_s": sac,
+        "sb3_sac_updates_per_s": peer,
+        "ratio_vs_sb3": sac / peer,
+        "rlpd_critic_updates_per_s": rlpd_calls * rlpd_cfg.utd,
+        "drq_updates_per_s": drq_rate,
+        "image_bytes_per_transition": frame_bytes,
+        "image_bytes_ratio_to_one_obs": frame_bytes / one_obs_frames,
+    }

@@ -1,0 +1,56 @@
+"""Make an environment from its id, whatever package provides it.
+
+* `prefix:Name` ids (`sim:PandaPickCube-v0`, `dmc:cartpole-swingup`, `robosuite:Lift-Panda`,
+  `robot:franka-peg`) are resolved through the `serl.envs` entry-point group: the package that
+  owns the prefix declares `prefix = "module:make"` in its pyproject, so the learning core never
+  imports `sim` or `robots` itself and third-party packages can add prefixes.
+* Any other id goes to `gymnasium.make` (including ids registered by third-party packages).
+
+Every env gets its continuous actions rescaled to [-1, 1], the range all agents act in.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+def env_factories() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="serl.envs")}
+
+
+def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
+    prefix, sep, name = env_id.partition(":")
+    factories = env_factories()
+    if sep and prefix in factories:
+        env = factories[prefix].load()(name, render_mode=render_mode, **kwargs)
+    else:
+        try:
+            env = gym.make(env_id, render_mode=render_mode, **kwargs)
+        except gym.error.Error as exc:
+            known = ", ".join(f"{p}:..." for p in sorted(factories)) or "none installed"
+            raise ValueError(
+                f"cannot make env {env_id!r}: {exc}. Ids are gymnasium ids (e.g. Pendulum-v1) "
+                f"or prefixed ids ({known})"
+            ) from exc
+    return rescale_actions(env)
+
+
+def rescale_actions(env: gym.Env) -> gym.Env:
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"{env}: action space {space} is not continuous (a Box)")
+    if np.all(space.low == -1.0) and np.all(space.high == 1.0):
+        return env
+    if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+        raise ValueError(f"{env}: action space {space} is unbounded; agents need finite bounds")
+    low = np.full(space.shape, -1.0, dtype=space.dtype)
+    return gym.wrappers.RescaleAction(env, low, -low)
+
+
+def episode_success(info: dict[str, Any]) -> bool:
+    """The env's success flag at the end of an episode (`success` or `is_success`)."""
+    return bool(info.get("success", info.get("is_success", False)))

@@ -1,0 +1,39 @@
+"""Run a policy for whole episodes and summarise return, length and success."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from serl.envs import episode_success
+
+
+def evaluate(
+    env: gym.Env,
+    act: Callable[[Any], np.ndarray],
+    *,
+    episodes: int,
+    seed: int,
+) -> dict[str, float]:
+    """Mean/std return, mean length and success rate over `episodes` seeded episodes."""
+    returns, lengths, successes = [], [], []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed + episode)
+        total, length, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(act(obs))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+        successes.append(episode_success(info))
+    return {
+        "eval/return_mean": float(np.mean(returns)),
+        "eval/return_std": float(np.std(returns)),
+        "eval/length_mean": float(np.mean(lengths)),
+        "eval/success_rate": float(np.mean(successes)),
+    }

@@ -1,0 +1,125 @@
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from serl.agents.sac import SACAgent, SACConfig
+from serl.checkpoint import (
+    CheckpointError,
+    flatten_state,
+    load_into,
+    read_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+)
+from serl.config import config_hash, config_to_dict
+from tests.agents.test_sac import random_batch
+
+STATE = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
+ACTION = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+CFG = SACConfig.rlpd(hidden_dims=(16, 16), utd=2, batch_size=8, num_qs=4)
+
+
+def make_agent(cfg: SACConfig = CFG, seed: int = 0) -> SACAgent:
+    return SACAgent(cfg, STATE, ACTION, seed=seed)
+
+
+def save(agent: SACAgent, path) -> None:
+    save_checkpoint(path, agent.state_dict(), config=config_to_dict(agent.cfg),
+                    config_hash=config_hash(agent.cfg))  # fmt: skip
+
+
+def flat_params(agent: SACAgent) -> list[torch.Tensor]:
+    _, tensors = flatten_state(agent.state_dict())
+    return [tensors[k] for k in sorted(tensors)]
+
+
+def test_state_tree_round_trips_through_skeleton_and_tensors():
+    tree = {"a": torch.arange(3), "opt": {0: {"step": torch.tensor(2.0)}, 1: {}},
+            "groups": [{"betas": (0.9, 0.999), "lr": 3e-4, "name": None}],
+            "arr": np.arange(4, dtype=np.int64)}  # fmt: skip
+    skeleton, tensors = flatten_state(tree)
+    back = unflatten_state(skeleton, tensors)
+    assert torch.equal(back["a"], tree["a"]) and back["opt"][1] == {}
+    assert list(back["opt"]) == [0, 1]  # int keys stay ints
+    assert back["groups"][0]["betas"] == (0.9, 0.999)
+    np.testing.assert_array_equal(back["arr"], tree["arr"])
+
+
+def test_save_load_then_update_gives_identical_parameters(tmp_path):
+    agent = make_agent()
+    for i in range(3):
+        agent.update(random_batch(16, seed=i))
+    save(agent, tmp_path / "ckpt.safetensors")
+    resumed = make_agent(seed=123)  # different init and RNG, all overwritten by the load
+    load_into(tmp_path / "ckpt.safetensors", resumed, config_hash=config_hash(CFG))
+    for i in range(3, 6):
+        assert agent.update(random_batch(16, seed=i)) == resumed.update(random_batch(16, seed=i))
+    for a, b in zip(flat_params(agent), flat_params(resumed), strict=True):
+        assert torch.equal(a, b)
+    assert resumed.critic_steps == agent.critic_steps == 12
+
+
+def test_crash_during_write_leaves_the_previous_checkpoint_valid(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.safetensors"
+    agent = make_agent()
+    save(agent, path)
+    good = path.read_bytes()
+    agent.update(random_batch(16))
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save(agent, path)
+    assert path.read_bytes() == good
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+    read_checkpoint(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_tensor_byte", "garbage"])
+def test_corrupt_checkpoint_gives_a_clear_error_and_the_agent_is_untouched(tmp_path, damage):
+    path = tmp_path / "ckpt.safetensors"
+    save(make_agent(), path)
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "flip_tensor_byte":
+        raw[-10] ^= 0xFF
+    else:
+        raw = bytearray(os.urandom(200))
+    path.write_bytes(bytes(raw))
+    agent = make_agent(seed=5)
+    before = flat_params(agent)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_into(path, agent)
+    assert all(torch.equal(a, b) for a, b in zip(before, flat_params(agent), strict=True))
+
+
+def test_checkpoint_of_another_config_is_refused_naming_the_tensor(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    save(make_agent(SACConfig.rlpd(hidden_dims=(32, 16), utd=2, batch_size=8, num_qs=4)), path)
+    agent = make_agent()
+    before = flat_params(agent)
+    with pytest.raises(CheckpointError, match=r"tensor 'policy/head.trunk.net.0.weight' has shape"):
+        load_into(path, agent)
+    with pytest.raises(CheckpointError, match="written with config"):
+        load_into(path, agent, config_hash=config_hash(CFG))
+    assert all(torch.equal(a, b) for a, b in zip(before, flat_params(agent), strict=True))
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        read_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_checkpoint_holds_config_and_metadata(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, {"w": torch.ones(2)}, config={"num_qs": 10}, config_hash="abc",
+                    metadata={"env_steps": 7})  # fmt: skip
+    header, state = read_checkpoint(path)
+    assert header["config"] == {"num_qs": 10} and header["metadata"] == {"env_steps": 7}
+    assert torch.equal(state["w"], torch.ones(2))

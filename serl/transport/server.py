@@ -1,0 +1,517 @@
+"""The learner's side of the transport: one ROUTER for data and control, one PUB for weights.
+
+Driven from the learner loop, with no thread of its own::
+
+    server = LearnerServer(spec, config_hash, durable=True)
+    server.load_cursors(checkpoint["cursors"])          # on --resume
+    while training:
+        got = server.poll(timeout_ms=0)                 # chunks, episode stats, new actors
+        for chunk in got.chunks: buffer.insert(chunk)
+        ... updates ...
+        if publish_due: server.publish_weights(version, agent_policy_numpy)
+        if checkpoint_due:
+            cursors = server.cursors(); save(agent, buffer, cursors); server.commit(cursors)
+
+`poll` receives a bounded number of messages, validates each, and acks accepted chunks.
+Every bad message is counted in `stats` by reason and dropped; `poll` never raises because
+of what a peer sent, and never unpickles anything. Peers that connect and never speak cost
+a ROUTER pipe and nothing else. ZAP (CURVE) requests are answered inside `poll` as well.
+
+Exactly-once across learner crashes (`durable=True`): an ack tells the actor "received, stop
+resending on this connection"; a commit tells it "a checkpoint holds it, forget it". After a
+crash the learner restores the cursors saved with its buffer, the actors reconnect, learn
+the restored cursor from `welcome` and resend everything after it. With `durable=False`
+(runs without resume) a chunk counts as committed as soon as it is received.
+
+Late joiners: a new actor's hello states the weights version it has; if the learner has newer
+weights they follow the welcome directly on the ROUTER (no PUB/SUB slow-joiner gap), and an
+actor that falls behind (pong says newer) asks with `weights_request`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from serl.transport.auth import ServerKeys, ZapHandler, configure_server_socket
+from serl.transport.codec import DEFAULT_LIMITS, Limits, Message, WireError, decode, encode
+from serl.transport.protocol import (
+    Chunk,
+    ChunkRejected,
+    Handshake,
+    HandshakeRefused,
+    Kind,
+    TransitionSpec,
+    check_handshake,
+    get_int,
+    scalar_stats,
+)
+from serl.transport.sockets import MONITORED_EVENTS, bind_endpoint, drain_monitor, recv_bounded
+
+logger = logging.getLogger(__name__)
+
+ActorKey = tuple[str, int]
+"""(actor_id, incarnation)."""
+
+
+@dataclass(frozen=True)
+class ActorInfo:
+    """An actor that completed a handshake; `cursor` is the last seq the learner holds."""
+
+    actor_id: str
+    incarnation: int
+    cursor: int
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    """Scalar statistics of one finished episode, as the actor reported them."""
+
+    actor_id: str
+    incarnation: int
+    stats: dict[str, Any]
+
+
+@dataclass
+class PollResult:
+    """What one `poll` call received."""
+
+    chunks: list[Chunk] = field(default_factory=list)
+    episode_stats: list[EpisodeStats] = field(default_factory=list)
+    new_actors: list[ActorInfo] = field(default_factory=list)
+
+    @property
+    def transitions(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks)
+
+
+@dataclass
+class _Session:
+    routing_id: bytes
+    key: ActorKey
+    conn: int
+    last_seen: float
+
+
+class LearnerServer:
+    """Binds the data ROUTER and the weights PUB; see the module docstring for the loop.
+
+    Args:
+        spec: the transition spec actors must match (validated on every chunk).
+        config_hash: hash of the resolved learner config; actors must send the same.
+        data_endpoint / weights_endpoint: where to bind; port 0 picks a free port (read the
+            result from `.data_endpoint` / `.weights_endpoint`). Loopback unless `curve` or
+            `insecure` is given.
+        curve: CURVE keys (`load_server_keys`); peers without an authorized key never reach
+            `poll`'s results.
+        insecure: allow binding a non-loopback address without CURVE (trusted networks only).
+        limits: caps on every inbound message; `max_message_bytes` is also ZMQ_MAXMSGSIZE.
+        durable: actors keep chunks until `commit()` (call it after each checkpoint).
+        max_messages_per_poll: bound on the work one `poll` does.
+        rcvhwm: messages queued per peer before ZeroMQ stops reading that peer's socket; with
+            `limits` it bounds the memory one peer can occupy.
+        session_timeout_s: a session silent this long is forgotten (its cursor is kept).
+        max_sessions: live sessions at most; the longest-silent one is dropped beyond it.
+        clock: monotonic seconds, for session timeouts (injectable in tests).
+    """
+
+    def __init__(
+        self,
+        spec: TransitionSpec,
+        config_hash: str,
+        data_endpoint: str = "tcp://127.0.0.1:0",
+        weights_endpoint: str = "tcp://127.0.0.1:0",
+        *,
+        curve: ServerKeys | None = None,
+        insecure: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+        durable: bool = False,
+        max_messages_per_poll: int = 256,
+        rcvhwm: int = 16,
+        session_timeout_s: float = 60.0,
+        max_sessions: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spec = spec
+        self.config_hash = config_hash
+        self.limits = limits
+        self.durable = durable
+        self.max_messages_per_poll = max_messages_per_poll
+        self.session_timeout_s = session_timeout_s
+        self.max_sessions = max_sessions
+        self.stats: Counter[str] = Counter()
+        """Counts by reason: chunks, transitions, duplicates, dropped:<why>, rejected:<why>..."""
+        self._clock = clock
+        self._handshake = Handshake(config_hash=config_hash, spec=spec, actor_id="learner")
+        self._sessions: dict[bytes, _Session] = {}
+        self._by_key: dict[ActorKey, bytes] = {}
+        self._cursors: dict[ActorKey, int] = {}
+        self._committed: dict[ActorKey, int] = {}
+        self._weights_version = -1
+        self._next_expiry_check = 0.0
+        self._weights_frames: list[bytes | memoryview] | None = None
+        data_bind = bind_endpoint(data_endpoint, secure=curve is not None, insecure=insecure)
+        weights_bind = bind_endpoint(weights_endpoint, secure=curve is not None, insecure=insecure)
+
+        self._ctx = zmq.Context()
+        self._zap: ZapHandler | None = None
+        try:
+            if curve is not None:
+                # The ZAP handler must exist before any CURVE socket binds.
+                self._zap = ZapHandler(self._ctx, curve.authorized_dir)
+            self._router = self._make_socket(zmq.ROUTER, curve)
+            self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._router.rcvhwm = rcvhwm
+            self._router.sndhwm = 1000
+            self._pub = self._make_socket(zmq.PUB, curve)
+            self._pub.sndhwm = 4
+            self._monitors = [
+                self._router.get_monitor_socket(MONITORED_EVENTS),
+                self._pub.get_monitor_socket(MONITORED_EVENTS),
+            ]
+            self._router.bind(data_bind)
+            self._pub.bind(weights_bind)
+        except Exception:
+            self.close()
+            raise
+        self.data_endpoint: str = self._router.last_endpoint.decode()
+        """The bound data endpoint (the real port when 0 was asked)."""
+        self.weights_endpoint: str = self._pub.last_endpoint.decode()
+        self._poller = zmq.Poller()
+        for sock in (self._router, *self._monitors, *([self._zap.socket] if self._zap else [])):
+            self._poller.register(sock, zmq.POLLIN)
+        logger.info(
+            "learner transport on %s (data) and %s (weights), %s",
+            self.data_endpoint,
+            self.weights_endpoint,
+            "CURVE" if curve else "no encryption",
+        )
+
+    def _make_socket(self, kind: int, curve: ServerKeys | None) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.linger = 0
+        sock.maxmsgsize = self.limits.max_message_bytes
+        if curve is not None:
+            configure_server_socket(sock, curve)
+        return sock
+
+    # ---- the loop's entry points -------------------------------------------------------
+
+    def poll(self, timeout_ms: int = 0) -> PollResult:
+        """Wait up to `timeout_ms` for input, then handle at most `max_messages_per_poll`.
+
+        Returns early as soon as something was handled. Never raises because of a peer.
+        """
+        result = PollResult()
+        ready = dict(self._poller.poll(timeout_ms))
+        if self._zap is not None and self._zap.socket in ready:
+            self._zap.handle_pending()
+        for monitor in self._monitors:
+            if monitor in ready:
+                drain_monitor(monitor, self.stats)
+        for _ in range(self.max_messages_per_poll):
+            frames, reason = recv_bounded(self._router, self.limits, extra_frames=1)
+            if reason is not None:
+                self.stats[f"dropped:{reason}"] += 1
+                continue
+            if frames is None:
+                break
+            self._handle(frames, result)
+        self._expire_sessions()
+        return result
+
+    def publish_weights(self, version: int, tensors: Mapping[str, Any]) -> None:
+        """Publish policy weights under a strictly increasing `version`.
+
+        The tensors (numpy arrays, or anything `np.asarray` takes, e.g. CPU tensors that do
+        not require grad) are copied once, so the caller may keep training on them.
+        """
+        if version <= self._weights_version:
+            raise ValueError(
+                f"weights version {version} is not newer than the published "
+                f"{self._weights_version}; versions must increase"
+            )
+        arrays = {name: np.array(value, copy=True, order="C") for name, value in tensors.items()}
+        fields = {"version": version, "published_ns": time.time_ns()}
+        self._weights_frames = encode(Kind.WEIGHTS, fields, arrays)
+        self._weights_version = version
+        try:
+            self._pub.send_multipart(self._weights_frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # PUB does not block; kept for completeness
+            self.stats["send_failed"] += 1
+
+    @property
+    def weights_version(self) -> int:
+        """The last published version, -1 before any."""
+        return self._weights_version
+
+    def cursors(self) -> dict[str, dict[str, int]]:
+        """Per actor the last accepted seq: {actor_id: {str(incarnation): seq}} (JSON-able).
+
+        Save it in the same checkpoint as the buffer that holds those chunks.
+        """
+        out: dict[str, dict[str, int]] = {}
+        for (actor_id, incarnation), seq in sorted(self._cursors.items()):
+            out.setdefault(actor_id, {})[str(incarnation)] = seq
+        return out
+
+    def load_cursors(self, cursors: Mapping[str, Mapping[str, int]]) -> None:
+        """Restore cursors saved by `cursors()` (on resume, before the first `poll`).
+
+        Restored cursors also count as committed: the checkpoint holds those chunks.
+        """
+        parsed: dict[ActorKey, int] = {}
+        for actor_id, per_incarnation in cursors.items():
+            for incarnation, seq in per_incarnation.items():
+                if not isinstance(seq, int) or seq < -1:
+                    raise ValueError(f"cursor of {actor_id}/{incarnation} is {seq!r}, not >= -1")
+                parsed[(str(actor_id), int(incarnation))] = seq
+        self._cursors = dict(parsed)
+        self._committed = dict(parsed)
+
+    def commit(self, cursors: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        """Tell actors their chunks up to `cursors` (default: all accepted) are checkpointed.
+
+        Pass the dict saved in the checkpoint, so a chunk accepted after the snapshot is
+        not committed by mistake. A no-op with `durable=False`.
+        """
+        if not self.durable:
+            return
+        snapshot = (
+            self._cursors
+            if cursors is None
+            else {(str(a), int(i)): seq for a, per in cursors.items() for i, seq in per.items()}
+        )
+        for key, seq in snapshot.items():
+            accepted = self._cursors.get(key, -1)
+            self._committed[key] = max(self._committed.get(key, -1), min(seq, accepted))
+        for session in self._sessions.values():
+            fields = {"committed": self._committed_of(session.key)}
+            self._send(session.routing_id, Kind.COMMIT, fields)
+
+    def close(self) -> None:
+        """Close the sockets now (pending outbound messages are dropped)."""
+        for name in ("_router", "_pub"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close(linger=0)
+        for monitor in getattr(self, "_monitors", []):
+            monitor.close(linger=0)
+        if self._zap is not None:
+            self._zap.close()
+        self._ctx.term()
+
+    def __enter__(self) -> LearnerServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def live_actors(self) -> list[ActorKey]:
+        """(actor_id, incarnation) of every current session."""
+        return [session.key for session in self._sessions.values()]
+
+    # ---- message handling --------------------------------------------------------------
+
+    def _handle(self, frames: list[zmq.Frame], result: PollResult) -> None:
+        routing_id = frames[0].bytes
+        try:
+            message = decode(frames[1:], self.limits)
+            handler = self._handlers.get(message.kind)
+            if handler is None:
+                self.stats["dropped:unknown_kind"] += 1
+                return
+            handler(self, routing_id, message, result)
+        except WireError as exc:
+            self.stats[f"dropped:{exc.reason}"] += 1
+            logger.debug("dropped a message: %s", exc)
+        except Exception:  # a bug here must not take the learner down; count and log it
+            self.stats["dropped:internal_error"] += 1
+            logger.exception("error while handling a message; dropped")
+
+    def _send(self, routing_id: bytes, kind: str, fields: dict[str, Any]) -> None:
+        self._send_frames(routing_id, encode(kind, fields))
+
+    def _send_frames(self, routing_id: bytes, frames: list[bytes | memoryview]) -> None:
+        try:
+            self._router.send_multipart([routing_id, *frames], zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError:  # peer gone (ROUTER_MANDATORY) or its queue full: never block
+            self.stats["send_failed"] += 1
+
+    def _committed_of(self, key: ActorKey) -> int:
+        if not self.durable:
+            return self._cursors.get(key, -1)
+        return self._committed.get(key, -1)
+
+    def _session(self, routing_id: bytes, message: Message) -> _Session | None:
+        """The sender's session, or None after telling it to say hello first."""
+        session = self._sessions.get(routing_id)
+        if session is None:
+            self.stats["no_session"] += 1
+            conn = message.fields.get("conn")
+            self._send(routing_id, Kind.NEED_HELLO, {"conn": conn if type(conn) is int else -1})
+            return None
+        session.last_seen = self._clock()
+        return session
+
+    def _on_hello(self, routing_id: bytes, message: Message, result: PollResult) -> None:
+        theirs = Handshake.from_fields(message.fields)
+        conn = get_int(message.fields, "conn")
+        have = get_int(message.fields, "weights_version")
+        first_seq = get_int(message.fields, "first_seq", 0)
+        try:
+            check_handshake(self._handshake, theirs)
+        except HandshakeRefused as exc:
+            self.stats["handshake_refused"] += 1
+            logger.warning("%s", exc)
+            self._send(routing_id, Kind.REFUSED, {"reason": str(exc), "conn": conn})
+            return
+        key = (theirs.actor_id, theirs.incarnation)
+        existing = self._sessions.get(routing_id)
+        if existing is not None and existing.key != key:
+            self._forget(existing)  # one socket, one actor: a new identity ends the old one
+        previous = self._by_key.get(key)
+        if previous is not None and previous != routing_id:
+            self._sessions.pop(previous, None)  # the actor reconnected on a new socket
+        if routing_id not in self._sessions and len(self._sessions) >= self.max_sessions:
+            oldest = min(self._sessions.values(), key=lambda s: s.last_seen)
+            self._forget(oldest)
+        self._skip_lost(key, first_seq)
+        if previous is None:
+            result.new_actors.append(ActorInfo(key[0], key[1], self._cursors.get(key, -1)))
+            logger.info("actor %s incarnation %d connected", *key)
+        self._sessions[routing_id] = _Session(routing_id, key, conn, self._clock())
+        self._by_key[key] = routing_id
+        self.stats["handshakes"] += 1
+        self._send(routing_id, Kind.WELCOME, self._status(key) | {"conn": conn})
+        if self._weights_frames is not None and have < self._weights_version:
+            self._send_frames(routing_id, self._weights_frames)
+
+    def _skip_lost(self, key: ActorKey, first_seq: int) -> None:
+        """Move the cursor past chunks the actor no longer holds, so its stream goes on.
+
+        Happens only when the learner resumed from an older checkpoint than the one whose
+        commit let the actor forget those chunks; they are lost, and counted as such.
+        """
+        cursor = self._cursors.get(key, -1)
+        if first_seq - 1 > cursor:
+            lost = first_seq - 1 - cursor
+            self.stats["lost_chunks"] += lost
+            logger.error(
+                "actor %s/%d no longer holds chunks %d..%d (committed before this learner's "
+                "checkpoint was taken?): %d chunks lost",
+                key[0],
+                key[1],
+                cursor + 1,
+                first_seq - 1,
+                lost,
+            )
+            self._cursors[key] = first_seq - 1
+
+    def _status(self, key: ActorKey) -> dict[str, Any]:
+        return {
+            "cursor": self._cursors.get(key, -1),
+            "committed": self._committed_of(key),
+            "weights_version": self._weights_version,
+            "max_message_bytes": self.limits.max_message_bytes,
+        }
+
+    def _on_chunk(self, routing_id: bytes, message: Message, result: PollResult) -> None:
+        session = self._session(routing_id, message)
+        if session is None:
+            return
+        seq = get_int(message.fields, "seq", 0)
+        key = session.key
+        cursor = self._cursors.get(key, -1)
+        if seq <= cursor:
+            self.stats["duplicates"] += 1
+            self._ack(session, seq)
+            return
+        if seq > cursor + 1:
+            # Something between was lost (never seen on a healthy connection): resync.
+            self.stats["gaps"] += 1
+            self._send(routing_id, Kind.NEED_HELLO, {"conn": session.conn})
+            return
+        self._cursors[key] = seq
+        try:
+            self.spec.validate_chunk(message.arrays)
+        except ChunkRejected as exc:
+            # Consumed but not kept: resending the same bad data would not help.
+            self.stats[f"rejected:{exc.reason}"] += 1
+            logger.warning("rejected chunk %d of actor %s/%d: %s", seq, *key, exc)
+            self._ack(session, seq, rejected=exc.reason)
+            return
+        chunk = Chunk(actor_id=key[0], incarnation=key[1], seq=seq, arrays=message.arrays)
+        result.chunks.append(chunk)
+        self.stats["chunks"] += 1
+        self.stats["transitions"] += len(chunk)
+        self._ack(session, seq)
+
+    def _ack(self, session: _Session, seq: int, rejected: str | None = None) -> None:
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "cursor": self._cursors.get(session.key, -1),
+            "committed": self._committed_of(session.key),
+        }
+        if rejected is not None:
+            fields["rejected"] = rejected
+        self._send(session.routing_id, Kind.ACK, fields)
+
+    def _on_ping(self, routing_id: bytes, message: Message, result: PollResult) -> None:
+        session = self._session(routing_id, message)
+        if session is not None:
+            self._send(routing_id, Kind.PONG, self._status(session.key) | {"conn": session.conn})
+
+    def _on_weights_request(self, routing_id: bytes, message: Message, result: PollResult) -> None:
+        session = self._session(routing_id, message)
+        have = get_int(message.fields, "have")
+        if session is not None and self._weights_frames is not None:
+            if have < self._weights_version:
+                self.stats["weights_sent_on_request"] += 1
+                self._send_frames(routing_id, self._weights_frames)
+
+    def _on_episode(self, routing_id: bytes, message: Message, result: PollResult) -> None:
+        session = self._sessions.get(routing_id)
+        if session is None:
+            self.stats["no_session"] += 1
+            return
+        stats = scalar_stats(message.fields.get("stats"))
+        result.episode_stats.append(EpisodeStats(session.key[0], session.key[1], stats))
+        self.stats["episodes"] += 1
+
+    def _on_bye(self, routing_id: bytes, message: Message, result: PollResult) -> None:
+        session = self._sessions.get(routing_id)
+        if session is not None:
+            logger.info("actor %s incarnation %d said bye", *session.key)
+            self._forget(session)
+
+    _handlers: dict[str, Callable[[LearnerServer, bytes, Message, PollResult], None]] = {
+        Kind.HELLO: _on_hello,
+        Kind.CHUNK: _on_chunk,
+        Kind.PING: _on_ping,
+        Kind.WEIGHTS_REQUEST: _on_weights_request,
+        Kind.EPISODE: _on_episode,
+        Kind.BYE: _on_bye,
+    }
+
+    def _forget(self, session: _Session) -> None:
+        self._sessions.pop(session.routing_id, None)
+        if self._by_key.get(session.key) == session.routing_id:
+            del self._by_key[session.key]
+
+    def _expire_sessions(self) -> None:
+        now = self._clock()
+        if now < self._next_expiry_check:
+            return
+        self._next_expiry_check = now + 1.0
+        deadline = now - self.session_timeout_s
+        for session in [s for s in self._sessions.values() if s.last_seen < deadline]:
+            logger.info("actor %s incarnation %d timed out", *session.key)
+            self._forget(session)

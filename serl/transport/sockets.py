@@ -1,0 +1,113 @@
+"""Small ZeroMQ helpers shared by the learner server and the actor client.
+
+Bounded receive (a message with too many or too large frames is drained and discarded, not
+held), bind-address policy (loopback unless CURVE or --insecure), and socket-monitor events
+turned into counter names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import Counter
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from serl.transport.codec import Limits
+
+logger = logging.getLogger(__name__)
+
+MONITORED_EVENTS = (
+    zmq.EVENT_ACCEPTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+"""Connection events the learner counts (`zmq:<event>` in its stats)."""
+
+
+class InsecureBindError(ValueError):
+    """Refused to bind a non-loopback address without CURVE keys or an explicit insecure flag."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost'; False for '*', 0.0.0.0, names, interfaces."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_endpoint(endpoint: str, *, secure: bool, insecure: bool) -> str:
+    """Check the bind policy and turn port 0 into ZeroMQ's ephemeral-port wildcard.
+
+    ipc:// and inproc:// are local; tcp:// must be loopback unless `secure` (CURVE) or
+    `insecure` (the user accepted plain TCP on a trusted network).
+    """
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    host, sep, port = endpoint[len("tcp://") :].rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"endpoint {endpoint!r} is not tcp://HOST:PORT")
+    if not is_loopback_host(host):
+        if not secure and not insecure:
+            raise InsecureBindError(
+                f"refusing to bind {endpoint} without CURVE keys: anyone who can reach it "
+                "could inject transitions. Generate keys with `serl keys generate DIR` and "
+                "pass them (curve=load_server_keys(DIR)), or pass insecure=True (--insecure) "
+                "on a trusted network."
+            )
+        if insecure and not secure:
+            logger.warning("binding %s without encryption or authentication (insecure)", endpoint)
+    return f"tcp://{host}:{'*' if port == '0' else port}"
+
+
+def recv_bounded(
+    sock: zmq.Socket, limits: Limits, extra_frames: int = 0
+) -> tuple[list[zmq.Frame] | None, str | None]:
+    """Receive one multipart message without waiting, holding at most the allowed frames.
+
+    Returns (frames, None), (None, None) when nothing is waiting, or (None, reason) when the
+    message had too many frames or bytes; its remaining frames are drained and released.
+    """
+    try:
+        frame = sock.recv(zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return None, None
+    max_frames = limits.max_arrays + 1 + extra_frames
+    frames = [frame]
+    total = len(frame)
+    reason = None
+    while frame.more:
+        frame = sock.recv(copy=False)  # the rest of a multipart message is already here
+        total += len(frame)
+        if reason is None and len(frames) >= max_frames:
+            reason = "too_many_frames"
+        elif reason is None and total > limits.max_message_bytes + extra_frames * 256:
+            reason = "oversized"
+        if reason is None:
+            frames.append(frame)
+    if reason is not None:
+        return None, reason
+    return frames, None
+
+
+def drain_monitor(monitor: zmq.Socket, stats: Counter[str]) -> None:
+    """Count every waiting monitor event as `zmq:<event name>`."""
+    while True:
+        try:
+            event = recv_monitor_message(monitor, zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        assert isinstance(event, dict)
+        try:
+            name = zmq.Event(event["event"]).name.lower()
+        except ValueError:
+            name = str(event["event"])
+        stats[f"zmq:{name}"] += 1

@@ -1,0 +1,149 @@
+"""CURVE: keys on disk, fail-closed loading, and no message through without the right key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from serl.transport.auth import (
+    AuthError,
+    generate_keys,
+    load_client_keys,
+    load_server_keys,
+)
+from serl.transport.client import ActorClient
+from serl.transport.server import LearnerServer
+from tests.transport.helpers import (
+    CONFIG_HASH,
+    STATE_SPEC,
+    RawPeer,
+    pump,
+    pump_for,
+    state_chunk,
+)
+
+pytestmark = pytest.mark.timeout(60)  # every test here may open sockets
+
+MakeClient = Callable[..., ActorClient]
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    return generate_keys(tmp_path / "keys", client_names=("actor", "robot-1"))
+
+
+@pytest.fixture
+def secure_server(keys: Path) -> Iterator[LearnerServer]:
+    server = LearnerServer(STATE_SPEC, CONFIG_HASH, curve=load_server_keys(keys))
+    yield server
+    server.close()
+
+
+def test_generate_keys_writes_server_client_and_authorized_keys(keys: Path) -> None:
+    names = sorted(p.relative_to(keys).as_posix() for p in keys.rglob("*") if p.is_file())
+    assert names == [
+        "actor.key",
+        "actor.key_secret",
+        "authorized/actor.key",
+        "authorized/robot-1.key",
+        "robot-1.key",
+        "robot-1.key_secret",
+        "server.key",
+        "server.key_secret",
+    ]
+    assert load_client_keys(keys, "robot-1").server_public == load_server_keys(keys).public
+
+
+def test_missing_server_secret_fails_closed_naming_the_file(keys: Path) -> None:
+    (keys / "server.key_secret").unlink()
+    with pytest.raises(AuthError, match=r"server\.key_secret is missing.*serl keys generate"):
+        load_server_keys(keys)
+
+
+def test_no_authorized_actor_key_fails_closed(keys: Path) -> None:
+    for path in (keys / "authorized").glob("*.key"):
+        path.unlink()
+    with pytest.raises(AuthError, match="no authorized actor keys"):
+        load_server_keys(keys)
+
+
+def test_missing_client_files_fail_closed_naming_the_file(keys: Path) -> None:
+    with pytest.raises(AuthError, match=r"nobody\.key_secret is missing"):
+        load_client_keys(keys, "nobody")
+    (keys / "server.key").unlink()
+    with pytest.raises(AuthError, match=r"server\.key is missing"):
+        load_client_keys(keys, "actor")
+
+
+def test_a_public_key_file_is_not_a_secret(keys: Path) -> None:
+    (keys / "actor.key_secret").write_text((keys / "actor.key").read_text())
+    with pytest.raises(AuthError, match="holds no secret key"):
+        load_client_keys(keys, "actor")
+
+
+@pytest.mark.timeout(10)
+def test_binding_all_interfaces_is_allowed_with_keys(keys: Path) -> None:
+    server = LearnerServer(
+        STATE_SPEC, CONFIG_HASH, "tcp://0.0.0.0:0", "tcp://0.0.0.0:0", curve=load_server_keys(keys)
+    )
+    server.close()
+
+
+@pytest.mark.timeout(15)
+def test_client_with_the_right_key_gets_chunks_and_weights_through(
+    keys: Path, secure_server: LearnerServer, make_client: MakeClient
+) -> None:
+    client = make_client(secure_server, curve=load_client_keys(keys, "actor"))
+    for seq in range(3):
+        client.send_chunk(state_chunk(float(seq)))
+    got = pump(secure_server, lambda total: len(total.chunks) == 3)
+    assert [c.seq for c in got.chunks] == [0, 1, 2]
+    secure_server.publish_weights(1, {"w": np.ones(4, np.float32)})
+    pump(secure_server, lambda _: client.latest_weights() is not None)
+    assert client.latest_weights().version == 1
+
+
+@pytest.mark.timeout(20)
+def test_without_a_key_or_with_a_wrong_key_nothing_reaches_poll(
+    tmp_path: Path, keys: Path, secure_server: LearnerServer, make_client: MakeClient
+) -> None:
+    rogue = generate_keys(tmp_path / "rogue", client_names=("actor",))
+    server_public = load_server_keys(keys).public
+    rogue_keys = load_client_keys(rogue, "actor")
+    no_keys = RawPeer(secure_server.data_endpoint)
+    wrong_client_key = RawPeer(
+        secure_server.data_endpoint,
+        curve_secretkey=rogue_keys.secret,
+        curve_publickey=rogue_keys.public,
+        curve_serverkey=server_public,
+    )
+    wrong_server_key = make_client(secure_server, actor_id="mitm", curve=rogue_keys)
+    sub_ctx = zmq.Context()
+    keyless_sub = sub_ctx.socket(zmq.SUB)
+    keyless_sub.setsockopt(zmq.SUBSCRIBE, b"")
+    keyless_sub.connect(secure_server.weights_endpoint)
+    try:
+        for peer in (no_keys, wrong_client_key):
+            peer.hello()
+            peer.send_message("chunk", {"seq": 0, "conn": 1}, state_chunk(0.0))
+        got = pump_for(secure_server, 1.0)
+        secure_server.publish_weights(1, {"w": np.ones(4, np.float32)})
+        got.chunks += pump_for(secure_server, 0.3).chunks
+        assert got.chunks == [] and got.new_actors == [] and got.episode_stats == []
+        assert secure_server.stats["handshakes"] == 0
+        assert secure_server.live_actors() == []
+        failed = sum(v for k, v in secure_server.stats.items() if "handshake_failed" in k)
+        assert failed >= 3
+        assert secure_server._zap is not None and secure_server._zap.denied >= 1
+        assert secure_server._zap.allowed == 0
+        assert not wrong_server_key.connected
+        assert keyless_sub.poll(100) == 0  # weights are not readable without a key either
+    finally:
+        keyless_sub.close(linger=0)
+        sub_ctx.term()
+        no_keys.close()
+        wrong_client_key.close()

@@ -1,0 +1,127 @@
+"""Learner and actor as real processes on loopback, including a kill -9 of the learner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.transport.helpers import spawn, wait_for_file
+
+pytestmark = pytest.mark.timeout(60)  # every test here may open sockets
+
+
+def _start_server(
+    tmp_path: Path, run: int, endpoints: dict[str, str]
+) -> tuple[subprocess.Popen, dict[str, Any]]:
+    ready = tmp_path / f"ready{run}.json"
+    proc = spawn(
+        "server",
+        {
+            "data_endpoint": endpoints["data"],
+            "weights_endpoint": endpoints["weights"],
+            "state_file": str(tmp_path / "learner_state.json"),
+            "stop_file": str(tmp_path / "stop"),
+            "ready_file": str(ready),
+            "checkpoint_s": 0.25,
+        },
+    )
+    return proc, wait_for_file(ready)
+
+
+def _start_actor(
+    tmp_path: Path, info: dict[str, Any], n_chunks: int, rate: float
+) -> subprocess.Popen:
+    return spawn(
+        "actor",
+        {
+            "data_endpoint": info["data"],
+            "weights_endpoint": info["weights"],
+            "actor_id": "robot-0",
+            "n_chunks": n_chunks,
+            "chunks_per_s": rate,
+            "result_file": str(tmp_path / "actor.json"),
+        },
+    )
+
+
+def _finish(tmp_path: Path, server: subprocess.Popen, actor: subprocess.Popen) -> tuple[dict, dict]:
+    assert actor.wait(timeout=25) == 0
+    result = json.loads((tmp_path / "actor.json").read_text())
+    (tmp_path / "stop").touch()
+    assert server.wait(timeout=10) == 0
+    state = json.loads((tmp_path / "learner_state.json").read_text())
+    return result, state
+
+
+def _wait_for_checkpoint_with(tmp_path: Path, at_least: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state_file = tmp_path / "learner_state.json"
+        if state_file.exists():
+            if len(json.loads(state_file.read_text())["received"]) >= at_least:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"the learner did not checkpoint {at_least} chunks in {timeout_s} s")
+
+
+def _kill_all(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.timeout(40)
+def test_chunks_from_an_actor_process_arrive_once_in_order_and_acked(tmp_path: Path) -> None:
+    server, info = _start_server(
+        tmp_path, 0, {"data": "tcp://127.0.0.1:0", "weights": "tcp://127.0.0.1:0"}
+    )
+    actor = _start_actor(tmp_path, info, n_chunks=150, rate=500.0)
+    try:
+        result, state = _finish(tmp_path, server, actor)
+    finally:
+        _kill_all(actor, server)
+    assert [seq for _, _, seq, _ in state["received"]] == list(range(150))
+    assert [value for *_, value in state["received"]] == [float(s) for s in range(150)]
+    assert result["flushed"] is True
+    counters = result["counters"]
+    assert counters["sent"] == counters["acked"] == counters["committed"] == 150
+    assert counters.get("resent", 0) == 0
+    assert state["cursors"] == {"robot-0": {"0": 149}}
+
+
+@pytest.mark.timeout(50)
+def test_learner_killed_and_resumed_ends_with_every_seq_exactly_once(tmp_path: Path) -> None:
+    n_chunks = 300
+    server, info = _start_server(
+        tmp_path, 0, {"data": "tcp://127.0.0.1:0", "weights": "tcp://127.0.0.1:0"}
+    )
+    actor = _start_actor(tmp_path, info, n_chunks=n_chunks, rate=150.0)
+    restarted = None
+    try:
+        _wait_for_checkpoint_with(tmp_path, at_least=30)
+        time.sleep(0.1)  # between two checkpoints: some chunks received but not committed
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=5)
+        before = json.loads((tmp_path / "learner_state.json").read_text())
+        assert 0 < len(before["received"]) < n_chunks
+        time.sleep(0.3)  # the actor keeps producing while no learner is there
+        restarted, _ = _start_server(
+            tmp_path, 1, {"data": info["data"], "weights": info["weights"]}
+        )
+        result, state = _finish(tmp_path, restarted, actor)
+    finally:
+        _kill_all(actor, server, *([restarted] if restarted else []))
+    seqs = [seq for _, _, seq, _ in state["received"]]
+    assert seqs == list(range(n_chunks))  # every seq exactly once, in order
+    assert [value for *_, value in state["received"]] == [float(s) for s in range(n_chunks)]
+    assert result["flushed"] is True
+    assert result["counters"]["committed"] == n_chunks
+    assert result["counters"]["resent"] > 0  # chunks received after the last checkpoint

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Creates .venv (or $SERL_VENV) with torch and serl-suite installed, doing only what is missing.
+#
+#   scripts/setup.sh [EXTRAS]        e.g. scripts/setup.sh dev,sim,bench
+#
+# torch is installed first and on its own so that no other package pulls a build of its own
+# choosing. `pip install torch==2.13.0` gives the CUDA build on a Linux GPU PC; on a CPU-only
+# machine set SERL_TORCH_INDEX=https://download.pytorch.org/whl/cpu to get the small CPU build
+# (machines with a local wheel mirror already serve the CPU build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=${1:-dev}
+venv=${SERL_VENV:-.venv}
+torch_version=${SERL_TORCH_VERSION:-2.13.0}
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating $venv"
+  python3 -m venv "$venv"
+fi
+py="$venv/bin/python"
+
+if ! "$py" -c "import torch" 2>/dev/null; then
+  echo "setup: installing torch==$torch_version"
+  if [ -n "${SERL_TORCH_INDEX:-}" ]; then
+    "$py" -m pip install -q "torch==$torch_version" --index-url "$SERL_TORCH_INDEX"
+  else
+    "$py" -m pip install -q "torch==$torch_version"
+  fi
+fi
+
+# Offscreen MuJoCo rendering on a machine without a display needs EGL (or OSMesa).
+if [[ ",$extras," == *",sim,"* ]] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if ! ldconfig -p | grep -q libEGL.so.1; then
+    echo "setup: installing EGL for offscreen rendering"
+    apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
+  fi
+fi
+
+stamp="$venv/.serl-setup-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/_}"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing serl-suite[$extras]"
+  "$py" -m pip install -q -e ".[$extras]" 2> >(grep -v "^WARNING: Location" >&2)
+  touch "$stamp"
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up whatever is missing, then runs the whole test suite (slow learning tests included).
+#   scripts/test.sh [pytest args]      e.g. scripts/test.sh -m "not slow"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh dev,bench
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+exec "${SERL_VENV:-.venv}/bin/python" -m pytest -q --durations=15 "$@"

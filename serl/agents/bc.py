@@ -53,7 +53,7 @@ class BCAgent:
         if cfg.encoder.freeze:
             self.policy.encoder.requires_grad_(False)
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, foreach=True)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
         self.steps = 0
 
     def act(self, obs: Any, *, deterministic: bool) -> np.ndarray:

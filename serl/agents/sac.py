@@ -207,13 +207,20 @@ class SACAgent:
         batch.check_finite()
         batch = batch.to(self.device)
         obs, next_obs = self._augment(batch.obs), self._augment(batch.next_obs)
+        minibatches = self.cfg.utd
+        next_actions: list[tuple[Tensor, Tensor] | None] = [None] * minibatches
         if self.frozen_encoder:  # no encoder gradient: encode the whole G×B batch once
             with torch.no_grad():
                 obs, next_obs = self.encoder(obs), self.encoder(next_obs)
+                # The actor only changes after the G critic steps, so the next actions of all
+                # G minibatches come from one batched forward pass (same distribution).
+                action, log_prob = self.actor.sample(next_obs, self.generator)
+            size = self.cfg.batch_size
+            next_actions = list(zip(action.split(size), log_prob.split(size), strict=True))
         features = Batch(obs, batch.action, batch.reward, next_obs, batch.terminated)
 
-        for minibatch in features.split(self.cfg.utd):
-            critic_info, obs_features = self._critic_step(minibatch)
+        for minibatch, next_action in zip(features.split(minibatches), next_actions, strict=True):
+            critic_info, obs_features = self._critic_step(minibatch, next_action)
         actor_info, log_prob = self._actor_step(obs_features.detach())
         temperature_info = self._temperature_step(log_prob)
         return {**critic_info, **actor_info, **temperature_info}
@@ -223,12 +230,15 @@ class SACAgent:
             return obs  # already features
         return (self.target_encoder if target else self.encoder)(obs)
 
-    def _critic_step(self, mb: Batch) -> tuple[dict[str, float], Tensor]:
+    def _critic_step(
+        self, mb: Batch, next_action: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[dict[str, float], Tensor]:
+        """One TD step on all N critics; `next_action` = (a', log pi(a'|s')) if precomputed."""
         cfg = self.cfg
         with torch.no_grad():
-            next_action, next_log_prob = self.actor.sample(
-                self._encode(mb.next_obs), self.generator
-            )
+            if next_action is None:
+                next_action = self.actor.sample(self._encode(mb.next_obs), self.generator)
+            next_action, next_log_prob = next_action
             members = None
             if cfg.num_min_qs < cfg.num_qs:
                 members = torch.randperm(cfg.num_qs, generator=self.generator, device=self.device)

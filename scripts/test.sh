@@ -3,6 +3,6 @@
 #   scripts/test.sh [pytest args]      e.g. scripts/test.sh -m "not slow"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh dev,bench
+scripts/setup.sh dev,sim,bench
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 exec "${SERL_VENV:-.venv}/bin/python" -m pytest -q --durations=15 "$@"

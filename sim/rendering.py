@@ -1,0 +1,105 @@
+"""Offscreen camera rendering for the sim tasks, on a CPU-only machine.
+
+MuJoCo picks its OpenGL backend from ``MUJOCO_GL`` when `mujoco` is first imported, so
+`configure_gl_backend` runs when `sim` is imported and only sets a default: ``egl`` when
+libEGL is present (Debian: ``libegl1 libegl-mesa0 libgl1-mesa-dri``; Mesa's llvmpipe renders
+on the CPU), else ``osmesa`` when libOSMesa is (Debian: ``libosmesa6``). A value the user set
+is kept. If mujoco was imported before that, `CameraRenderer` switches MuJoCo's context class
+to the configured backend. Shadows are off in the task models (``shadowsize=0``): with
+software rendering a shadow map costs about 100x a 128x128 frame.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes.util
+import importlib
+import logging
+import os
+import weakref
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+RENDERING_PACKAGES = (
+    "libegl1 libegl-mesa0 libgl1-mesa-dri (MUJOCO_GL=egl) or libosmesa6 (MUJOCO_GL=osmesa)"
+)
+
+
+def configure_gl_backend() -> str:
+    """Set MUJOCO_GL to a headless backend unless already set; returns the backend in use."""
+    if os.environ.get("MUJOCO_GL"):
+        return os.environ["MUJOCO_GL"]
+    if ctypes.util.find_library("EGL"):
+        backend = "egl"
+    elif ctypes.util.find_library("OSMesa"):
+        backend = "osmesa"
+    else:
+        return ""  # leave MuJoCo's default (GLFW, needs a display)
+    os.environ["MUJOCO_GL"] = backend
+    if backend == "osmesa":
+        os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+    return backend
+
+
+def _use_configured_backend() -> None:
+    """Make MuJoCo use the backend MUJOCO_GL names even if mujoco was imported before it was set.
+
+    `mujoco.gl_context` fixes its context class at import; when something imported mujoco
+    before `sim` set MUJOCO_GL (a test module, a user script), it holds the GLFW class, which
+    needs a display. `mujoco.Renderer` looks the class up at construction, so swapping it in is
+    enough (the EGL/OSMesa modules set PYOPENGL_PLATFORM themselves).
+    """
+    from mujoco import gl_context
+
+    wanted = {"egl": "mujoco.egl", "osmesa": "mujoco.osmesa"}.get(
+        os.environ.get("MUJOCO_GL", "").lower()
+    )
+    current = getattr(gl_context, "GLContext", None)
+    if wanted and (current is None or current.__module__ != wanted):
+        gl_context.GLContext = importlib.import_module(wanted).GLContext
+        logger.debug("MuJoCo GL context class switched to %s", wanted)
+
+
+_LIVE: weakref.WeakSet[CameraRenderer] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_renderers() -> None:
+    # GL contexts left to the garbage collector at interpreter exit are freed after EGL has
+    # been torn down, which fails noisily; close them while everything still works.
+    for renderer in list(_LIVE):
+        renderer.close()
+
+
+class CameraRenderer:
+    """Renders named cameras of a model to uint8 RGB arrays of one size.
+
+    One `mujoco.Renderer` (one GL context) serves every camera of the same size. Call
+    `close` when done (the env's `close` does); any still open at exit are closed then.
+    """
+
+    def __init__(self, model: object, height: int, width: int) -> None:
+        import mujoco
+
+        self._renderer = None
+        try:
+            _use_configured_backend()
+            self._renderer = mujoco.Renderer(model, height=height, width=width)
+        except Exception as exc:  # the GL stack is missing or unusable: say what to install
+            raise RuntimeError(
+                f"offscreen rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: "
+                f"{exc}. Install {RENDERING_PACKAGES} and set MUJOCO_GL before importing mujoco"
+            ) from exc
+        self.height, self.width = height, width
+        _LIVE.add(self)
+
+    def render(self, data: object, camera: str) -> np.ndarray:
+        self._renderer.update_scene(data, camera=camera)
+        return self._renderer.render()  # a fresh (H, W, 3) uint8 array each call
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -1,8 +1,17 @@
 """The `serl` command. Each subcommand's flags are generated from its config dataclass (tyro).
 
+serl train                                            # learner + 2 actors on loopback, evaluated
+serl learner --data-endpoint tcp://0.0.0.0:5555 --keys-dir keys   # on the GPU PC
+serl actor --learner-host gpu-pc --keys-dir keys --actor-id robot-0  # on the robot PC
+serl eval runs/train-.../checkpoint.safetensors --episodes 10 --video eval.gif
+serl keys generate keys/
 serl train-local --env Pendulum-v1 --agent sac       # one process: act, learn, evaluate
 serl bench learner --quick                            # learner updates/s against SB3
 serl checkpoint-info runs/local/checkpoint.safetensors
+
+`serl learner`, `serl actor` and `serl train` also take `--config FILE.json` (any subset of
+their fields, e.g. the env, agent and agent_cfg a learner and its actors share); flags given
+on the command line override it.
 """
 
 from __future__ import annotations
@@ -79,6 +88,177 @@ def _checkpoint_info(args: list[str]) -> int:
     return 0
 
 
+def _startup_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "fix the command or the files", printed without a traceback."""
+    from serl.checkpoint import CheckpointError
+    from serl.checkpoint_eval import VideoError
+    from serl.learner import LearnerError
+    from serl.transport import AuthError, HandshakeRefused, InsecureBindError
+
+    return (
+        AuthError,
+        CheckpointError,
+        HandshakeRefused,
+        InsecureBindError,
+        LearnerError,
+        VideoError,
+    )
+
+
+def _deep_update(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _process_config(cls: type, args: list[str], prog: str):
+    """A config from `--config FILE.json` (optional), the `--agent` preset, then the flags.
+
+    Precedence, lowest first: the dataclass defaults, the agent preset's defaults for
+    `agent_cfg`, the JSON file, the command-line flags.
+    """
+    from pathlib import Path
+
+    from serl.agents.registry import agent_spec
+    from serl.config import config_from_dict, config_to_dict
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    pre.add_argument("--agent")
+    known, rest = pre.parse_known_args(args)
+    data = json.loads(known.config.read_text()) if known.config is not None else {}
+    agent = known.agent or data.get("agent") or cls.agent
+    base = config_to_dict(cls(agent=agent, agent_cfg=agent_spec(agent).default_config()))
+    default = config_from_dict(cls, _deep_update(base, data) | {"agent": agent})
+    description = (
+        f"{COMMANDS[prog.split()[-1]][0]}.\n\nAlso takes --config FILE.json: any subset of "
+        "these fields as JSON (e.g. the env, agent and agent_cfg a learner shares with its "
+        "actors); flags override it."
+    )
+    cfg = tyro.cli(cls, default=default, args=rest, prog=prog, description=description)
+    return dataclasses.replace(cfg, agent=agent)
+
+
+@command("train", "train on loopback: one learner + N actor processes, then evaluate")
+def _train(args: list[str]) -> int:
+    from serl.processes import StopSignal
+    from serl.train import TrainConfig, TrainError, train
+
+    cfg = _process_config(TrainConfig, args, "serl train")
+    stop = StopSignal().install()
+    try:
+        result = train(cfg, stop=stop)
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop.uninstall()
+    if result.interrupted:
+        print(f"\ninterrupted; the learner checkpointed to {result.checkpoint}")
+        print(f"continue with: serl train --resume --run-dir {result.run_dir}")
+        return 130
+    ev = result.final_eval or {}
+    print(
+        f"\nfinal evaluation of the checkpoint's policy on {cfg.env} "
+        f"({cfg.eval_episodes} episodes): return {ev['eval/return_mean']:.1f} "
+        f"± {ev['eval/return_std']:.1f}, success rate {ev['eval/success_rate']:.0%}"
+    )
+    print(f"metrics:    {result.metrics} (tensorboard --logdir {result.run_dir})")
+    print(f"curve:      {result.curve_png}")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"logs:       {result.logs}")
+    return 0
+
+
+@command("learner", "the learner process: ingest transitions, train, publish weights")
+def _learner(args: list[str]) -> int:
+    from serl.learner import Learner, LearnerConfig
+    from serl.processes import StopSignal
+
+    cfg = _process_config(LearnerConfig, args, "serl learner")
+    stop = StopSignal().install()
+    try:
+        learner = Learner(cfg, stop=stop)
+        counters = learner.run()
+    finally:
+        stop.uninstall()
+    print(
+        f"learner stopped: {counters.env_steps} env steps, {counters.updates} updates; "
+        f"checkpoint {learner.checkpoint_path}"
+    )
+    return 0
+
+
+@command("actor", "an actor process: run the env with the newest policy, stream transitions")
+def _actor(args: list[str]) -> int:
+    from serl.actor import Actor, ActorConfig
+    from serl.processes import StopSignal
+
+    cfg = _process_config(ActorConfig, args, "serl actor")
+    stop = StopSignal().install()
+    try:
+        counters = Actor(cfg, stop=stop).run()
+    finally:
+        stop.uninstall()
+    print(
+        f"actor {cfg.actor_id} stopped: {counters.steps} steps, {counters.episodes} episodes, "
+        f"{counters.eval_episodes} evaluation episodes"
+    )
+    return 0
+
+
+@command("eval", "run a checkpoint's policy for N episodes (optionally save a GIF)")
+def _eval(args: list[str]) -> int:
+    from pathlib import Path
+
+    from serl.checkpoint_eval import evaluate_policy, load_policy
+
+    parser = argparse.ArgumentParser(prog="serl eval", description=_eval.__doc__)
+    parser.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default 10)")
+    parser.add_argument("--seed", type=int, default=10_000, help="seed of the first episode")
+    parser.add_argument("--env", help="env id (default: the checkpoint's)")
+    parser.add_argument("--video", type=Path, help="save the episodes as an animated GIF")
+    parser.add_argument("--fps", type=int, default=30, help="frames per second of the GIF")
+    opts = parser.parse_args(args)
+    loaded = load_policy(opts.checkpoint, env=opts.env)
+    ev = evaluate_policy(
+        loaded, episodes=opts.episodes, seed=opts.seed, video=opts.video, fps=opts.fps
+    )
+    print(
+        f"{loaded.agent} policy on {loaded.env}, {opts.episodes} episodes: return "
+        f"{ev['eval/return_mean']:.1f} ± {ev['eval/return_std']:.1f}, length "
+        f"{ev['eval/length_mean']:.0f}, success rate {ev['eval/success_rate']:.0%}"
+    )
+    if opts.video:
+        print(f"video: {opts.video}")
+    return 0
+
+
+@command("keys", "CURVE keys: `serl keys generate DIR [--clients NAME ...]`")
+def _keys(args: list[str]) -> int:
+    from serl.transport.auth import generate_keys
+
+    parser = argparse.ArgumentParser(prog="serl keys")
+    sub = parser.add_subparsers(dest="action", required=True)
+    gen = sub.add_parser("generate", help="write a learner keypair and actor keypairs to DIR")
+    gen.add_argument("dir", help="key directory (created); copy parts of it to each machine")
+    gen.add_argument(
+        "--clients", nargs="+", default=["actor"], help="actor key names (default: actor)"
+    )
+    opts = parser.parse_args(args)
+    key_dir = generate_keys(opts.dir, tuple(opts.clients))
+    print(f"wrote CURVE keys to {key_dir}:")
+    print(f"  learner (GPU PC):  {key_dir}/server.key_secret, {key_dir}/authorized/")
+    for name in opts.clients:
+        print(f"  actor {name!r} (robot PC): {key_dir}/{name}.key_secret and {key_dir}/server.key")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -89,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     try:
         return COMMANDS[argv[0]][1](argv[1:])
+    except _startup_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ import hashlib
 import json
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -43,11 +44,15 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
 def _coerce(hint: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return config_from_dict(hint, value)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
             if dataclasses.is_dataclass(arg) and isinstance(value, dict):
                 return config_from_dict(arg, value)
+            if arg is Path and isinstance(value, str):
+                return Path(value)
     if origin is tuple and isinstance(value, list):
         return tuple(value)
     return value

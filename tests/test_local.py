@@ -24,7 +24,9 @@ def test_train_local_writes_metrics_curve_and_a_loadable_checkpoint(tmp_path):
         progress=False,
     )
     result = train_local(cfg)
-    records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    ]
     evals = [r for r in records if "eval/return_mean" in r]
     assert [r["step"] for r in evals] == [200, 400]
     assert any("critic/loss" in r for r in records)
@@ -38,10 +40,12 @@ def test_train_local_writes_metrics_curve_and_a_loadable_checkpoint(tmp_path):
 
 
 def test_train_local_cli_prints_the_evaluation_and_where_the_outputs_are(tmp_path, capsys):
-    code = main(["train-local", "--agent", "rlpd", "--steps", "60", "--random-steps", "50",
-                 "--start-training", "50", "--eval-every", "60", "--eval-episodes", "1",
-                 "--agent-cfg.utd", "2", "--agent-cfg.batch-size", "8", "--agent-cfg.hidden-dims", "8",
-                 "--run-dir", str(tmp_path), "--no-progress"])  # fmt: skip
+    code = main(
+        ["train-local", "--agent", "rlpd", "--steps", "60", "--random-steps", "50",
+         "--start-training", "50", "--eval-every", "60", "--eval-episodes", "1",
+         "--agent-cfg.utd", "2", "--agent-cfg.batch-size", "8",
+         "--agent-cfg.hidden-dims", "8", "--run-dir", str(tmp_path), "--no-progress"]
+    )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     assert "final evaluation on Pendulum-v1: return" in out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = {"learner": "serl.bench.learner"}
+BENCHMARKS = {"learner": "serl.bench.learner", "transport": "serl.bench.transport"}
 
 
 def machine_description(device: str) -> str:

@@ -67,12 +67,16 @@ class Weights:
     """One policy version: numpy arrays by parameter name, plus when it was published/received.
 
     `published_ns` and `received_ns` are `time.time_ns()` on the learner and the actor.
+    `learner` is the incarnation of the learner process that published it: versions are
+    ordered within one learner incarnation only, and weights from another incarnation (a
+    learner restarted from an older checkpoint, whose versions may be lower) replace them.
     """
 
     version: int
     tensors: dict[str, np.ndarray]
     published_ns: int
     received_ns: int
+    learner: int = 0
 
 
 @dataclass
@@ -266,7 +270,12 @@ class ActorClient:
         self._wake()
 
     def latest_weights(self, newer_than: int = -1) -> Weights | None:
-        """The newest weights received, or None if none is newer than `newer_than`."""
+        """The newest weights received, or None if none is newer than `newer_than`.
+
+        `newer_than` compares versions only; after a learner restart the new learner's
+        weights may carry a lower version. An actor loop that must see those too calls
+        `latest_weights()` and compares the returned object with the one it holds.
+        """
         self._raise_if_failed()
         with self._cond:
             weights = self._weights
@@ -442,12 +451,15 @@ class ActorClient:
         with self._cond:
             self._connected = False
             have = self._weights.version if self._weights is not None else -1
+            have_learner = self._weights.learner if self._weights is not None else None
             first_seq = self._forgotten + 1
         fields = self.handshake.to_fields() | {
             "conn": self._conn,
             "weights_version": have,
             "first_seq": first_seq,
         }
+        if have_learner is not None:
+            fields["weights_learner"] = have_learner
         self._send(Kind.HELLO, fields)
         self._state = _HELLO_SENT
         self._hello_at = self._last_heard = time.monotonic()
@@ -569,7 +581,7 @@ class ActorClient:
         elif kind == Kind.PONG:  # also repairs a lost ack or commit within a heartbeat
             self._acked = max(self._acked, get_int(fields, "cursor", -1))
             self._apply_committed(get_int(fields, "committed"))
-            self._check_stale_weights(get_int(fields, "weights_version"))
+            self._check_stale_weights(get_int(fields, "weights_version"), fields.get("learner"))
         elif kind == Kind.NEED_HELLO:
             if self._state == _READY and fields.get("conn") == self._conn:
                 logger.info("learner does not know this actor (restarted?); handshaking again")
@@ -595,7 +607,7 @@ class ActorClient:
                 self._counters["rehandshakes"] += 1
             self._ever_connected = True
             self._cond.notify_all()
-        self._check_stale_weights(get_int(fields, "weights_version"))
+        self._check_stale_weights(get_int(fields, "weights_version"), fields.get("learner"))
         logger.info("connected to the learner at %s (its cursor %d)", self.data_endpoint, cursor)
 
     def _on_ack(self, fields: dict[str, Any]) -> None:
@@ -629,11 +641,22 @@ class ActorClient:
                 self._counters["committed"] += 1
             self._cond.notify_all()
 
-    def _check_stale_weights(self, reported: int) -> None:
-        """Ask for weights when the learner has had newer ones for `weights_stale_s`."""
+    def _check_stale_weights(self, reported: int, learner: Any = None) -> None:
+        """Ask for weights when the learner has had newer ones for `weights_stale_s`.
+
+        Weights from another learner incarnation (`learner`, when the learner reports it)
+        count as stale whatever their version: that learner was restarted.
+        """
         with self._cond:
             have = self._weights.version if self._weights is not None else -1
-        if reported <= have:
+            have_learner = self._weights.learner if self._weights is not None else None
+        other_learner = (
+            type(learner) is int
+            and have_learner is not None
+            and learner != have_learner
+            and reported >= 0
+        )
+        if reported <= have and not other_learner:
             self._stale_since = None
             return
         now = time.monotonic()
@@ -641,7 +664,10 @@ class ActorClient:
             self._stale_since = now
         elif now - self._stale_since >= self.weights_stale_s:
             self._stale_since = now
-            self._send(Kind.WEIGHTS_REQUEST, {"have": have, "conn": self._conn})
+            request = {"have": have, "conn": self._conn}
+            if have_learner is not None:
+                request["have_learner"] = have_learner
+            self._send(Kind.WEIGHTS_REQUEST, request)
 
     def _drain_sub(self) -> None:
         assert self._sub is not None
@@ -669,8 +695,10 @@ class ActorClient:
             raise WireError("unknown_kind", f"{message.kind!r} on the weights socket")
         version = get_int(message.fields, "version", 0)
         published_ns = get_int(message.fields, "published_ns", 0)
+        learner = get_int(message.fields, "learner") if "learner" in message.fields else 0
         with self._cond:
-            if self._weights is not None and version <= self._weights.version:
+            current = self._weights
+            if current is not None and learner == current.learner and version <= current.version:
                 return
         for name, arr in message.arrays.items():
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -680,7 +708,7 @@ class ActorClient:
                     "weights version %d: %r holds NaN/Inf; kept the old policy", version, name
                 )
                 return
-        weights = Weights(version, dict(message.arrays), published_ns, time.time_ns())
+        weights = Weights(version, dict(message.arrays), published_ns, time.time_ns(), learner)
         with self._cond:
             self._weights = weights
             self._counters["weights_received"] += 1

@@ -3,20 +3,24 @@
 Conversation on the data socket (actor DEALER -> learner ROUTER)::
 
     actor                                   learner
-    hello {handshake, conn, weights_version} ->
-                                          <- welcome {conn, cursor, committed, weights_version}
+    hello {handshake, conn, weights_version[, weights_learner]} ->
+                                          <- welcome {conn, cursor, committed, weights_version,
+                                                      learner}
                                              (+ weights, if the actor's are older)
                                           <- refused {reason}            (spec mismatch)
     chunk {seq, conn} + arrays           ->
                                           <- ack {seq, cursor, committed[, rejected]}
                                           <- commit {committed}          (after a checkpoint)
-    ping {conn}                          -> <- pong {cursor, committed, weights_version}
-    weights_request {have}               -> <- weights {version, published_ns} + tensors
+    ping {conn}                          -> <- pong {cursor, committed, weights_version, learner}
+    weights_request {have[, have_learner]} -> <- weights {version, published_ns, learner} + tensors
     episode {stats}                      ->
     bye                                  ->
     (anything from a peer without a session) <- need_hello {conn}
 
-Weights also go out on the learner's PUB socket as `weights` messages.
+Weights also go out on the learner's PUB socket as `weights` messages. `learner` is the
+learner's incarnation (start time in ms): versions are ordered within one incarnation, and an
+actor replaces weights of another incarnation whatever their version, so a learner resumed
+from a checkpoint older than the weights an actor holds still takes over the actor's policy.
 
 Chunks are numbered per (actor_id, incarnation) from seq 0 with no gaps. The learner keeps a
 cursor per pair (highest contiguous seq accepted, -1 before any) and accepts only

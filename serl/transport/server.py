@@ -120,6 +120,9 @@ class LearnerServer:
         session_timeout_s: a session silent this long is forgotten (its cursor is kept).
         max_sessions: live sessions at most; the longest-silent one is dropped beyond it.
         clock: monotonic seconds, for session timeouts (injectable in tests).
+        incarnation: this learner's id, sent with every weights message; actors replace
+            weights of another learner incarnation whatever their version, so it must change
+            on each restart (default: the start time in ms, which does that by itself).
     """
 
     def __init__(
@@ -138,8 +141,11 @@ class LearnerServer:
         session_timeout_s: float = 60.0,
         max_sessions: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        incarnation: int | None = None,
     ) -> None:
         self.spec = spec
+        self.incarnation = time.time_ns() // 1_000_000 if incarnation is None else incarnation
+        """This learner process's id, sent with weights (see `incarnation` above)."""
         self.config_hash = config_hash
         self.limits = limits
         self.durable = durable
@@ -239,7 +245,7 @@ class LearnerServer:
                 f"{self._weights_version}; versions must increase"
             )
         arrays = {name: np.array(value, copy=True, order="C") for name, value in tensors.items()}
-        fields = {"version": version, "published_ns": time.time_ns()}
+        fields = {"version": version, "published_ns": time.time_ns(), "learner": self.incarnation}
         self._weights_frames = encode(Kind.WEIGHTS, fields, arrays)
         self._weights_version = version
         try:
@@ -365,6 +371,7 @@ class LearnerServer:
         theirs = Handshake.from_fields(message.fields)
         conn = get_int(message.fields, "conn")
         have = get_int(message.fields, "weights_version")
+        have_learner = self._learner_of(message.fields, "weights_learner")
         first_seq = get_int(message.fields, "first_seq", 0)
         try:
             check_handshake(self._handshake, theirs)
@@ -391,8 +398,16 @@ class LearnerServer:
         self._by_key[key] = routing_id
         self.stats["handshakes"] += 1
         self._send(routing_id, Kind.WELCOME, self._status(key) | {"conn": conn})
-        if self._weights_frames is not None and have < self._weights_version:
+        if self._weights_frames is not None and self._outdated(have, have_learner):
             self._send_frames(routing_id, self._weights_frames)
+
+    def _learner_of(self, fields: Mapping[str, Any], name: str) -> int:
+        """The learner incarnation a peer's weights came from; ours when it does not say."""
+        return get_int(fields, name) if name in fields else self.incarnation
+
+    def _outdated(self, have: int, have_learner: int) -> bool:
+        """Whether a peer holding version `have` of learner `have_learner` needs ours."""
+        return have_learner != self.incarnation or have < self._weights_version
 
     def _skip_lost(self, key: ActorKey, first_seq: int) -> None:
         """Move the cursor past chunks the actor no longer holds, so its stream goes on.
@@ -420,6 +435,7 @@ class LearnerServer:
             "cursor": self._cursors.get(key, -1),
             "committed": self._committed_of(key),
             "weights_version": self._weights_version,
+            "learner": self.incarnation,
             "max_message_bytes": self.limits.max_message_bytes,
         }
 
@@ -472,8 +488,9 @@ class LearnerServer:
     def _on_weights_request(self, routing_id: bytes, message: Message, result: PollResult) -> None:
         session = self._session(routing_id, message)
         have = get_int(message.fields, "have")
+        have_learner = self._learner_of(message.fields, "have_learner")
         if session is not None and self._weights_frames is not None:
-            if have < self._weights_version:
+            if self._outdated(have, have_learner):
                 self.stats["weights_sent_on_request"] += 1
                 self._send_frames(routing_id, self._weights_frames)
 

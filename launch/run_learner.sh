@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Start the learner on the GPU PC: it binds the data and weights ports, trains, checkpoints.
+#
+#   launch/run_learner.sh [more `serl learner` flags ...]
+#
+# Settings come from environment variables (defaults in brackets):
+#   SERL_BIND          address to bind: 0.0.0.0 = every interface [0.0.0.0]
+#   SERL_DATA_PORT     transitions and handshake port [5555]
+#   SERL_WEIGHTS_PORT  policy weights port [5556]
+#   SERL_KEYS          CURVE key directory with server.key_secret and authorized/ [keys]
+#   SERL_INSECURE      1: no keys, plain TCP (trusted, isolated networks only) [0]
+#   SERL_CONFIG        JSON file shared with the actors: env, agent, agent_cfg [none]
+#   SERL_ENV           env id; overrides the config file's [the config's, else Pendulum-v1]
+#   SERL_RUN_DIR       checkpoint, replay buffer and metrics [runs/learner]
+#   SERL_DEVICE        torch device [cuda if available, else cpu]
+#   SERL_RESUME        auto: resume when SERL_RUN_DIR holds a checkpoint; 0: never [auto]
+#   SERL               the serl command [serl]
+set -euo pipefail
+
+bind="${SERL_BIND:-0.0.0.0}"
+data_port="${SERL_DATA_PORT:-5555}"
+weights_port="${SERL_WEIGHTS_PORT:-5556}"
+keys="${SERL_KEYS:-keys}"
+run_dir="${SERL_RUN_DIR:-runs/learner}"
+serl="${SERL:-serl}"
+
+if [[ -z "${SERL_DEVICE:-}" ]]; then
+  if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    SERL_DEVICE=cuda
+  else
+    SERL_DEVICE=cpu
+  fi
+fi
+
+args=(learner
+  --data-endpoint "tcp://${bind}:${data_port}"
+  --weights-endpoint "tcp://${bind}:${weights_port}"
+  --run-dir "${run_dir}"
+  --device "${SERL_DEVICE}")
+if [[ -n "${SERL_CONFIG:-}" ]]; then
+  args+=(--config "${SERL_CONFIG}")
+fi
+if [[ -n "${SERL_ENV:-}" ]]; then
+  args+=(--env "${SERL_ENV}")
+fi
+if [[ "${SERL_INSECURE:-0}" == "1" ]]; then
+  args+=(--insecure)
+else
+  if [[ ! -f "${keys}/server.key_secret" ]]; then
+    echo "error: ${keys}/server.key_secret not found; run '${serl} keys generate ${keys}'" \
+      "on this machine (or set SERL_KEYS, or SERL_INSECURE=1 on a trusted network)" >&2
+    exit 2
+  fi
+  args+=(--keys-dir "${keys}")
+fi
+if [[ "${SERL_RESUME:-auto}" != "0" && -f "${run_dir}/checkpoint.safetensors" ]]; then
+  echo "resuming from ${run_dir}/checkpoint.safetensors" >&2
+  args+=(--resume)
+fi
+
+exec "${serl}" "${args[@]}" "$@"

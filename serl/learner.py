@@ -1,0 +1,549 @@
+"""The learner process: ingest actors' transitions, update the agent, publish its policy.
+
+One thread, one loop (DESIGN §4)::
+
+    poll the transport      -> validated chunks into the replay buffer, episode statistics
+    update (rate-limited)   -> at most `utd_ratio` agent updates per received env step
+    publish                 -> policy weights every `publish_every` updates (and when idle)
+    log / checkpoint        -> metrics every `log_every_s`, a checkpoint every
+                               `checkpoint_every_s`, on SIGTERM/SIGINT and at the end
+
+Rate limiter: an update runs only while the replay buffer holds `min_buffer` transitions and
+`updates < utd_ratio × (env_steps − min_buffer)`, so the learner never trains ahead of its data
+however fast it is. One "update" is one `agent.update` call; with the RLPD preset (G = 20)
+each call does 20 critic steps, so `utd_ratio` 1 there means RLPD's 20 critic steps per step.
+
+Weights carry `version` = the number of updates done, so the policy lag of a received
+transition (logged as `learner/policy_lag_*`) is counted in updates.
+
+Checkpoint layout in `run_dir` (written in this order, so a kill at any instant leaves a
+consistent pair: the checkpoint always names a buffer file that exists)::
+
+    replay-<generation>.npz     the replay buffer, a new file each checkpoint (atomic write)
+    checkpoint.safetensors      agent state; metadata: counters, sampler state, transport
+                                cursors, actor table, the name of its replay file, config
+    (old replay-*.npz deleted)  then `server.commit(cursors)` tells actors to forget those
+                                chunks: a checkpoint holds them
+
+After a `kill -9`, `--resume` restores agent, buffer, counters, sampler and cursors; the
+actors reconnect by themselves and resend every chunk after the restored cursors, so each
+transition is in the buffer exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serl.agents.registry import agent_spec
+from serl.agents.sac import SACConfig, action_dim_of
+from serl.agreement import (
+    Agreement,
+    env_spaces,
+    observation_from_wire,
+    policy_numpy,
+    transition_spec,
+)
+from serl.checkpoint import CheckpointError, check_compatible, read_checkpoint, save_checkpoint
+from serl.config import config_to_dict
+from serl.data.replay import ReplayBuffer
+from serl.data.samplers import UniformSampler
+from serl.metrics import MetricsLogger, read_metrics
+from serl.processes import StopSignal, limit_threads
+from serl.transport.auth import load_server_keys
+from serl.transport.codec import DEFAULT_LIMITS
+from serl.transport.protocol import SOURCES, Chunk
+from serl.transport.server import EpisodeStats, LearnerServer, PollResult
+from serl.transport.sockets import bind_endpoint
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+REPLAY_PREFIX = "replay-"
+IDLE_POLL_MS = 20
+"""Poll wait when no update is allowed: short enough to react, long enough not to spin."""
+DRAIN_S = 2.0
+"""After the last checkpoint, keep answering actors this long so they receive its commit."""
+_ONLINE = SOURCES.index("online")
+ACTOR_STATS = ("interventions", "nonfinite_actions", "jitter_p50_ms", "jitter_p99_ms")
+"""Per-episode actor statistics logged as `actor/<name>` means."""
+
+
+class LearnerError(RuntimeError):
+    """The learner cannot start as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    env: str = "Pendulum-v1"
+    """Environment id; the learner only reads its observation and action spaces."""
+    agent: str = "sac"
+    """Agent preset: sac, rlpd or drq (sets the defaults of --agent-cfg.*)."""
+    agent_cfg: SACConfig = field(default_factory=SACConfig)
+    """Agent hyper-parameters; actors must be started with the same ones."""
+    data_endpoint: str = "tcp://127.0.0.1:5555"
+    """Where actors send transitions (bind address; non-loopback needs --keys-dir or --insecure)."""
+    weights_endpoint: str = "tcp://127.0.0.1:5556"
+    """Where the policy weights are published."""
+    keys_dir: Path | None = None
+    """CURVE key directory from `serl keys generate`; turns on encryption and authentication."""
+    insecure: bool = False
+    """Allow binding a non-loopback address without keys (trusted networks only)."""
+    max_message_mb: float = 128.0
+    """Largest inbound message (one chunk); bigger ones are dropped unread (ZMQ_MAXMSGSIZE)."""
+    utd_ratio: float = 1.0
+    """Target agent updates per received env step (the rate limiter's ratio)."""
+    min_buffer: int = 1_000
+    """Transitions in the buffer before the first update."""
+    buffer_capacity: int = 200_000
+    """Replay capacity in observation slots (one per transition plus one per episode)."""
+    publish_every: int = 10
+    """Publish the policy every this many updates (and whenever the learner waits for data)."""
+    checkpoint_every_s: float = 300.0
+    """Seconds between periodic checkpoints (also on SIGTERM/SIGINT and at the end)."""
+    log_every_s: float = 5.0
+    """Seconds between metric records in metrics.jsonl and TensorBoard."""
+    run_dir: Path = Path("runs/learner")
+    """Where the checkpoint, replay buffer, metrics.jsonl, tensorboard/ and curve.png go."""
+    resume: bool = False
+    """Restore agent, buffer, counters, sampler and cursors from run_dir's checkpoint."""
+    seed: int = 0
+    """Seed of the agent and the batch sampler."""
+    device: str = "cpu"
+    """Torch device of the agent (cpu, cuda, cuda:1)."""
+    max_env_steps: int = 0
+    """Stop after this many received env steps, once the updates have caught up (0: never)."""
+    threads: int = 0
+    """torch CPU threads (0 keeps torch's default)."""
+
+
+@dataclass
+class LearnerCounters:
+    """Totals that continue across resumes (saved in the checkpoint)."""
+
+    env_steps: int = 0
+    """Training transitions added to the buffer."""
+    updates: int = 0
+    """agent.update calls."""
+    episodes: int = 0
+    """Training episodes reported by actors."""
+    eval_episodes: int = 0
+    """Evaluation episodes reported by actors."""
+    chunks: int = 0
+    """Chunks added to the buffer."""
+    generation: int = 0
+    """Checkpoints written (names the replay file)."""
+
+
+class _Window:
+    """Sums and counts of scalars between two metric records."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: Counter[str] = Counter()
+        self.maxima: dict[str, float] = {}
+
+    def add(self, name: str, value: float, count: int = 1) -> None:
+        if math.isfinite(value):
+            self.sums[name] += value * count
+            self.counts[name] += count
+
+    def add_max(self, name: str, value: float) -> None:
+        if math.isfinite(value):
+            self.maxima[name] = max(self.maxima.get(name, -math.inf), value)
+
+    def means(self) -> dict[str, float]:
+        out = {name: self.sums[name] / n for name, n in self.counts.items() if n}
+        return out | self.maxima
+
+
+def _number(value: Any) -> float:
+    """A float from an untrusted episode statistic; NaN for anything else."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return math.nan
+
+
+def _episode_summary(prefix: str, episodes: list[tuple[float, float, Any]]) -> dict[str, float]:
+    """Mean/std return, mean length and success rate of (return, length, success) tuples."""
+    returns = [r for r, _, _ in episodes if math.isfinite(r)]
+    if not returns:
+        return {}
+    lengths = [n for _, n, _ in episodes if math.isfinite(n)]
+    successes = [bool(s) for _, _, s in episodes if isinstance(s, bool | int | float)]
+    summary = {
+        f"{prefix}/return_mean": float(np.mean(returns)),
+        f"{prefix}/return_std": float(np.std(returns)),
+        f"{prefix}/episodes": float(len(episodes)),
+    }
+    if lengths:
+        summary[f"{prefix}/length_mean"] = float(np.mean(lengths))
+    if successes:
+        summary[f"{prefix}/success_rate"] = float(np.mean(successes))
+    return summary
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux /proc; NaN elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return math.nan
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Learner:
+    """The learner loop; `run()` until stopped, or drive it with `step()` (tests).
+
+    Raises LearnerError, CheckpointError or AuthError from the constructor when the run
+    cannot start (checkpoint of another config, missing keys, ...), before binding anything.
+    """
+
+    def __init__(self, cfg: LearnerConfig, *, stop: StopSignal | None = None) -> None:
+        limit_threads(cfg.threads)
+        self.cfg = cfg
+        self.stop = stop or StopSignal()
+        self.run_dir = Path(cfg.run_dir)
+        self.checkpoint_path = self.run_dir / CHECKPOINT_NAME
+        # Keys and bind policy first: they fail closed before any work or socket.
+        curve = load_server_keys(cfg.keys_dir) if cfg.keys_dir is not None else None
+        for endpoint in (cfg.data_endpoint, cfg.weights_endpoint):
+            bind_endpoint(endpoint, secure=curve is not None, insecure=cfg.insecure)
+        self.agreement = Agreement(cfg.env, cfg.agent, cfg.agent_cfg)
+        self.observation_space, self.action_space = env_spaces(cfg.env)
+        self.spec = transition_spec(self.observation_space, self.action_space)
+        self.agent = agent_spec(cfg.agent).agent_type(
+            cfg.agent_cfg,
+            self.observation_space,
+            self.action_space,
+            seed=cfg.seed,
+            device=cfg.device,
+        )
+        self.action_dim = action_dim_of(self.action_space)
+        self.rows = getattr(cfg.agent_cfg, "utd", 1) * cfg.agent_cfg.batch_size
+        self.buffer = ReplayBuffer(self.observation_space, self.action_dim, cfg.buffer_capacity)
+        self.sampler = UniformSampler(self.buffer, self.rows, seed=cfg.seed)
+        self.counters = LearnerCounters()
+        self.actor_index: dict[tuple[str, int], int] = {}
+        """(actor_id, incarnation) -> the int `actor_id` tag in the replay buffer."""
+        self.stats: Counter[str] = Counter()
+        """Learner-side ingestion counts: rejected:<why> for chunks the buffer refused."""
+
+        cursors = self._restore() if cfg.resume else self._check_fresh()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.server = LearnerServer(
+            self.spec,
+            self.agreement.hash,
+            cfg.data_endpoint,
+            cfg.weights_endpoint,
+            curve=curve,
+            insecure=cfg.insecure,
+            limits=replace(DEFAULT_LIMITS, max_message_bytes=int(cfg.max_message_mb * 2**20)),
+            durable=True,
+        )
+        if cursors:
+            self.server.load_cursors(cursors)
+        self.metrics = MetricsLogger(self.run_dir)
+        self._closed = False
+        self._window = _Window()
+        self._episodes: dict[str, list[tuple[float, float, Any]]] = {"eval": [], "train": []}
+        self._last_log = self._last_checkpoint = time.monotonic()
+        self._logged_steps, self._logged_updates = self.counters.env_steps, self.counters.updates
+        self._publish()
+        logger.info("settings actors must share: %s", json.dumps(config_to_dict(self.agreement)))
+        logger.info(
+            "learner %s/%s (config %s) on %s, weights on %s; run dir %s",
+            cfg.agent,
+            cfg.env,
+            self.agreement.hash,
+            self.server.data_endpoint,
+            self.server.weights_endpoint,
+            self.run_dir,
+        )
+
+    # ---- loop ---------------------------------------------------------------------------
+
+    def run(self) -> LearnerCounters:
+        """Train until SIGTERM/SIGINT or `max_env_steps`; always ends with a checkpoint."""
+        try:
+            while not self.stop.stop_requested and not self.finished:
+                self.step()
+        finally:
+            self.shutdown()
+        return self.counters
+
+    @property
+    def update_allowed(self) -> bool:
+        """The rate limiter: enough data, and updates behind `utd_ratio` × new env steps."""
+        cfg = self.cfg
+        if len(self.buffer) == 0 or len(self.buffer) < cfg.min_buffer:
+            return False
+        return self.counters.updates < cfg.utd_ratio * (self.counters.env_steps - cfg.min_buffer)
+
+    @property
+    def finished(self) -> bool:
+        """`max_env_steps` received and every update they allow done."""
+        cfg = self.cfg
+        return bool(cfg.max_env_steps) and (
+            self.counters.env_steps >= cfg.max_env_steps and not self.update_allowed
+        )
+
+    def step(self) -> None:
+        """One iteration: poll, ingest, at most one update, then publish/log/checkpoint if due."""
+        self.ingest(self.server.poll(0 if self.update_allowed else IDLE_POLL_MS))
+        updated = self.update_allowed
+        if updated:
+            info = self.agent.update(self.sampler.sample())
+            self.counters.updates += 1
+            for name, value in info.items():
+                self._window.add(name, value)
+        behind = self.counters.updates - self.server.weights_version
+        if behind >= self.cfg.publish_every or (behind > 0 and not updated):
+            self._publish()  # also when starved, so waiting actors get the newest policy
+        now = time.monotonic()
+        if now - self._last_log >= self.cfg.log_every_s:
+            self.log_metrics()
+        if now - self._last_checkpoint >= self.cfg.checkpoint_every_s:
+            self.checkpoint()
+
+    def _publish(self) -> None:
+        if self.counters.updates > self.server.weights_version:
+            version = self.counters.updates
+            self.server.publish_weights(version, policy_numpy(self.agent.policy_state()))
+
+    # ---- ingestion ----------------------------------------------------------------------
+
+    def ingest(self, got: PollResult) -> None:
+        """Add accepted chunks to the buffer and account the episode statistics."""
+        for chunk in got.chunks:
+            self._add_chunk(chunk)
+        for episode in got.episode_stats:
+            self._add_episode(episode)
+
+    def _reject(self, chunk: Chunk, reason: str, detail: str) -> None:
+        self.stats[f"rejected:{reason}"] += 1
+        logger.warning(
+            "dropped chunk %d of actor %s/%d: %s",
+            chunk.seq,
+            chunk.actor_id,
+            chunk.incarnation,
+            detail,
+        )
+
+    def _add_chunk(self, chunk: Chunk) -> None:
+        """Copy one validated chunk into the buffer; what the buffer refuses is counted."""
+        extras = chunk.extras
+        next_obs = chunk.next_obs
+        if next_obs is None:
+            self._reject(chunk, "missing_next_obs", "the learner needs next_obs in every chunk")
+            return
+        if "episode_id" not in extras or "t" not in extras:
+            self._reject(chunk, "missing_tags", "chunks must carry episode_id and t")
+            return
+        key = (chunk.actor_id, chunk.incarnation)
+        index = self.actor_index.get(key, len(self.actor_index))
+        n = len(chunk)
+        versions = extras.get("policy_version", np.full(n, -1, np.int64))
+        try:
+            self.buffer.add_many(
+                obs=observation_from_wire(chunk.obs, self.observation_space),
+                action=chunk.action,
+                reward=chunk.reward,
+                next_obs=observation_from_wire(next_obs, self.observation_space),
+                terminated=chunk.terminated,
+                truncated=chunk.truncated,
+                source=extras.get("source", _ONLINE),
+                episode_id=extras["episode_id"],
+                t=extras["t"],
+                actor_id=index,
+                policy_version=versions,
+            )
+        except ValueError as exc:  # the buffer validates everything before it writes
+            self._reject(chunk, "bad_values", str(exc))
+            return
+        self.actor_index[key] = index
+        self.counters.env_steps += n
+        self.counters.chunks += 1
+        acted = versions[versions >= 0]
+        if acted.size:
+            lag = self.server.weights_version - acted
+            self._window.add("learner/policy_lag_mean", float(lag.mean()), int(acted.size))
+            self._window.add_max("learner/policy_lag_max", float(lag.max()))
+
+    def _add_episode(self, episode: EpisodeStats) -> None:
+        """Account one actor's episode: evaluation (`eval` true) or training statistics."""
+        stats = episode.stats
+        is_eval = stats.get("eval") is True
+        if is_eval:
+            self.counters.eval_episodes += 1
+        else:
+            self.counters.episodes += 1
+        self._episodes["eval" if is_eval else "train"].append(
+            (_number(stats.get("return")), _number(stats.get("length")), stats.get("success"))
+        )
+        for name in ACTOR_STATS:
+            if name in stats:
+                self._window.add(f"actor/{name}", _number(stats[name]))
+
+    # ---- metrics ------------------------------------------------------------------------
+
+    def log_metrics(self) -> dict[str, float]:
+        """Write one metrics record (step = env steps received) and start a new window."""
+        now = time.monotonic()
+        elapsed = max(now - self._last_log, 1e-9)
+        record = self._window.means()
+        for prefix, episodes in self._episodes.items():
+            record |= _episode_summary(prefix, episodes)
+        c = self.counters
+        record |= {
+            "learner/updates": c.updates,
+            "learner/env_steps": c.env_steps,
+            "learner/updates_per_s": (c.updates - self._logged_updates) / elapsed,
+            "learner/ingest_transitions_per_s": (c.env_steps - self._logged_steps) / elapsed,
+            "learner/weights_version": self.server.weights_version,
+            "learner/actors_live": len(self.server.live_actors()),
+            "buffer/size": len(self.buffer),
+            "process/rss_mb": rss_mb(),
+        }
+        for name, count in (self.server.stats + self.stats).items():
+            record[f"transport/{name.replace(':', '/')}"] = count
+        self.metrics.log(c.env_steps, record)
+        self._window = _Window()
+        self._episodes = {"eval": [], "train": []}
+        self._last_log = now
+        self._logged_steps, self._logged_updates = c.env_steps, c.updates
+        return record
+
+    # ---- checkpoints --------------------------------------------------------------------
+
+    def checkpoint(self) -> Path:
+        """Buffer (new generation), then the checkpoint naming it, then commit; see the doc."""
+        cursors = self.server.cursors()  # the buffer below holds exactly these chunks
+        generation = self.counters.generation + 1
+        replay_name = f"{REPLAY_PREFIX}{generation:06d}.npz"
+        self.buffer.save(self.run_dir / replay_name)
+        self.counters.generation = generation
+        metadata = {
+            "env": self.cfg.env,
+            "agent": self.cfg.agent,
+            "env_steps": self.counters.env_steps,
+            "counters": dict(vars(self.counters)),
+            "sampler": self.sampler.state_dict(),
+            "cursors": cursors,
+            "actors": [[a, i, index] for (a, i), index in self.actor_index.items()],
+            "replay_file": replay_name,
+            "weights_version": self.server.weights_version,
+        }
+        save_checkpoint(
+            self.checkpoint_path,
+            self.agent.state_dict(),
+            config=config_to_dict(self.cfg),
+            config_hash=self.agreement.hash,
+            metadata=metadata,
+        )
+        self._remove_stale_files(keep=replay_name)
+        self.server.commit(cursors)
+        self._last_checkpoint = time.monotonic()
+        logger.info(
+            "checkpoint %d: %d env steps, %d updates, %d transitions in %s",
+            generation,
+            self.counters.env_steps,
+            self.counters.updates,
+            len(self.buffer),
+            self.checkpoint_path,
+        )
+        return self.checkpoint_path
+
+    def _remove_stale_files(self, keep: str) -> None:
+        """Replay files of older generations and temp files a killed write left behind."""
+        for path in self.run_dir.glob(f"{REPLAY_PREFIX}*.npz"):
+            if path.name != keep:
+                path.unlink(missing_ok=True)
+        for path in self.run_dir.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+    def _check_fresh(self) -> None:
+        if self.checkpoint_path.exists():
+            raise LearnerError(
+                f"{self.checkpoint_path} exists; pass --resume to continue that run, or choose "
+                "another --run-dir (a fresh start would overwrite it)"
+            )
+
+    def _restore(self) -> dict[str, Any] | None:
+        """Load agent, buffer, sampler, counters and actor table; return the saved cursors."""
+        path = self.checkpoint_path
+        if not path.exists():
+            logger.warning("--resume: no checkpoint in %s yet; starting a new run", self.run_dir)
+            return None
+        header, state = read_checkpoint(path)
+        if header["config_hash"] != self.agreement.hash:
+            diffs = self.agreement.differences(header.get("config", {}))
+            raise CheckpointError(
+                f"{path} was written with config {header['config_hash']}, this learner has "
+                f"{self.agreement.hash} ({'; '.join(diffs) or 'agent settings differ'}); resume "
+                "with the run's --env, --agent and --agent-cfg.* flags, or choose a new --run-dir"
+            )
+        check_compatible(path, state, self.agent.state_dict())
+        meta = header["metadata"]
+        buffer = ReplayBuffer.load(
+            self.run_dir / meta["replay_file"], self.observation_space, self.action_dim
+        )
+        if buffer.capacity != self.cfg.buffer_capacity:
+            logger.warning(
+                "resumed buffer has capacity %d (saved), not --buffer-capacity %d",
+                buffer.capacity,
+                self.cfg.buffer_capacity,
+            )
+        sampler = UniformSampler(buffer, self.rows, seed=self.cfg.seed)
+        sampler.load_state_dict(meta["sampler"])
+        self.agent.load_state_dict(state)
+        self.buffer, self.sampler = buffer, sampler
+        self.counters = LearnerCounters(**meta["counters"])
+        self.actor_index = {(str(a), int(i)): int(index) for a, i, index in meta["actors"]}
+        self._remove_stale_files(keep=meta["replay_file"])
+        logger.info(
+            "resumed from %s: %d env steps, %d updates, %d transitions",
+            path,
+            self.counters.env_steps,
+            self.counters.updates,
+            len(self.buffer),
+        )
+        return meta["cursors"]
+
+    # ---- shutdown -----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Last checkpoint and metrics, the learning curve, then let actors see the commit."""
+        try:
+            self.checkpoint()
+            self.log_metrics()
+            if any(r.get("eval/return_mean") is not None for r in read_metrics(self.metrics.path)):
+                from serl.plots import plot_learning_curve  # matplotlib: only when needed
+
+                title = f"{self.cfg.agent} on {self.cfg.env}"
+                plot_learning_curve(self.metrics.path, self.run_dir / "curve.png", title=title)
+            deadline = time.monotonic() + DRAIN_S
+            while self.server.live_actors() and time.monotonic() < deadline:
+                self.server.poll(IDLE_POLL_MS)  # chunks arriving now are resent to the next run
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the sockets and the metrics files (no checkpoint; see `shutdown`)."""
+        if not self._closed:
+            self._closed = True
+            self.server.close()
+            with contextlib.suppress(Exception):
+                self.metrics.close()

@@ -1,0 +1,101 @@
+"""`serl train`: learner and actors as processes, the final evaluation, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from serl.checkpoint import read_checkpoint
+from serl.cli import main
+from serl.metrics import read_metrics
+from serl.processes import StopSignal
+from serl.train import TrainConfig, TrainResult, train
+from tests.learner_procs import TINY, latest, wait_until
+
+
+def live_children() -> list[int]:
+    """Processes whose parent is this one (zombies excluded)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.timeout(150)
+def test_train_runs_a_learner_and_two_actors_then_prints_the_evaluation_and_paths(
+    tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "run"
+    code = main([
+        "train", "--steps", "800", "--random-steps", "100", "--min-buffer", "100",
+        "--agent-cfg.hidden-dims", "16", "--agent-cfg.batch-size", "16", "--eval-every", "1",
+        "--eval-episodes", "2", "--run-dir", str(run), "--no-progress",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "final evaluation of the checkpoint's policy on Pendulum-v1 (2 episodes): return" in out
+    for line in (f"checkpoint: {run}/checkpoint.safetensors", f"curve:      {run}/curve.png"):
+        assert line in out
+    header, _ = read_checkpoint(run / "checkpoint.safetensors")
+    assert header["metadata"]["counters"]["env_steps"] == 800
+    assert header["metadata"]["counters"]["updates"] == 700
+    assert (run / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = read_metrics(run / "metrics.jsonl")
+    assert records[-1].get("eval/final") == 1.0
+    assert any(r.get("eval/episodes") for r in records[:-1])  # the actors' eval episodes
+    assert sorted(p.name for p in (run / "logs").iterdir()) == [
+        "actor-0.log",
+        "actor-1.log",
+        "learner.log",
+    ]
+    assert live_children() == []
+
+
+@pytest.mark.timeout(120)
+def test_a_stop_request_stops_the_actors_then_the_learner_which_checkpoints(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    cfg = TrainConfig(
+        agent_cfg=TINY,
+        actors=1,
+        steps=1_000_000,
+        random_steps=100,
+        min_buffer=100,
+        control_hz=200.0,
+        log_every_s=0.3,
+        run_dir=run,
+        progress=False,
+    )
+    stop = StopSignal()
+    results: list[TrainResult] = []
+    thread = threading.Thread(target=lambda: results.append(train(cfg, stop=stop)))
+    thread.start()
+    try:
+        wait_until(lambda: latest(run, "learner/updates") > 10, 90, "the run to train")
+    finally:
+        stop.request()
+        thread.join(90)
+    assert results and results[0].interrupted and results[0].final_eval is None
+    header, _ = read_checkpoint(run / "checkpoint.safetensors")
+    assert header["metadata"]["counters"]["updates"] > 10
+    assert "received SIGTERM" in (run / "logs" / "learner.log").read_text()
+    assert live_children() == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_train_with_two_actors_learns_pendulum_above_threshold(tmp_path: Path) -> None:
+    """Default `serl train`: SAC, 1 learner + 2 actors, 6k env steps; return >= -400."""
+    result = train(TrainConfig(run_dir=tmp_path / "run", progress=False))
+    assert result.final_eval is not None
+    assert result.final_eval["eval/return_mean"] >= -400
+    assert live_children() == []

@@ -2,6 +2,8 @@
 
 A benchmark module exposes `run(quick: bool, device: str) -> dict[str, float | str]`. Speed
 claims are ratios against a peer measured in the same run, never absolute timings alone.
+Packages outside the learning core add benchmarks through the `serl.benchmarks` entry-point
+group (`sim = "sim.bench"` gives `serl bench sim`), so serl never imports them by name.
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ import argparse
 import importlib
 import json
 import platform
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
 
-BENCHMARKS = {"learner": "serl.bench.learner", "transport": "serl.bench.transport"}
+BENCHMARKS = {
+    "learner": "serl.bench.learner",
+    "transport": "serl.bench.transport",
+    **{ep.name: ep.value for ep in entry_points(group="serl.benchmarks")},
+}
 
 
 def machine_description(device: str) -> str:

@@ -8,8 +8,9 @@ and ``<Task>_pixels_steps_per_s`` (e.g. ``PandaPickCube_state_steps_per_s``) cou
 per CPU-second of the process, which other load on a shared machine does not change;
 ``..._wall_steps_per_s`` are the wall-clock rates of the same run. With dm_control installed,
 ``dmc_cheetah_run_{state,pixels}_steps_per_s`` are the peer figures of ``dmc:cheetah-run``
-(pixels at 128 x 128, one camera). robosuite is not measured (its 1.5.2 release pins
-numpy < 2). `run` has the signature of `serl.bench` modules.
+(pixels at 128 x 128, one camera), and with robosuite installed
+``robosuite_Lift_Panda_{state,pixels}_steps_per_s`` those of ``robosuite:Lift-Panda`` (pixels:
+its two default cameras at 128 x 128). `run` has the signature of `serl.bench` modules.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def steps_per_second(env_id: str, obs_mode: str, steps: int, seed: int = 0) -> t
         from sim.adapters.dmc import make as make_dmc
 
         env = make_dmc(env_id.removeprefix("dmc:"), obs_mode=obs_mode, image_size=128)
+    elif env_id.startswith("robosuite:"):
+        from sim.adapters.robosuite import make as make_robosuite
+
+        env = make_robosuite(env_id.removeprefix("robosuite:"), obs_mode=obs_mode, image_size=128)
     else:
         from sim.registration import make
 
@@ -71,9 +76,13 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, float]:
         env_ids.append("dmc:cheetah-run")
     else:
         logger.info("dm_control is not installed: no dmc:cheetah-run figures")
+    if importlib.util.find_spec("robosuite") is not None:
+        env_ids.append("robosuite:Lift-Panda")
+    else:
+        logger.info("robosuite is not installed: no robosuite:Lift-Panda figures")
     figures: dict[str, float] = {}
     for env_id in env_ids:
-        name = env_id.removesuffix("-v0").replace("dmc:", "dmc_").replace("-", "_")
+        name = env_id.removesuffix("-v0").replace(":", "_").replace("-", "_")
         for mode, n in steps.items():
             key = f"{name}_{mode}_steps_per_s"
             per_cpu_s, per_wall_s = steps_per_second(env_id, mode, n)

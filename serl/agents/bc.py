@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
-from torch import Tensor
 
+from serl.agents.policy import PolicyAgentMixin
 from serl.agents.sac import SACConfig, make_policy
 from serl.data.batch import Batch
 from serl.nets.augment import shift_image_keys
@@ -33,7 +32,7 @@ class BCConfig:
     """Image encoder settings (used only when observations contain uint8 images)."""
 
 
-class BCAgent:
+class BCAgent(PolicyAgentMixin):
     def __init__(
         self,
         cfg: BCConfig,
@@ -55,12 +54,6 @@ class BCAgent:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
         self.steps = 0
-
-    def act(self, obs: Any, *, deterministic: bool) -> np.ndarray:
-        return self.policy.act(obs, deterministic=deterministic, generator=self.act_generator)
-
-    def policy_state(self) -> dict[str, Tensor]:
-        return {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
 
     def update(self, batch: Batch) -> dict[str, float]:
         batch.check_finite()

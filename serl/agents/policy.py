@@ -50,3 +50,16 @@ class ActorPolicy(nn.Module):
         else:
             action, _ = self.head.sample(features, generator)
         return action[0].cpu().numpy().astype(np.float32)
+
+
+class PolicyAgentMixin:
+    """`act` and `policy_state` for agents whose actor side is an `ActorPolicy`."""
+
+    policy: ActorPolicy
+    act_generator: torch.Generator
+
+    def act(self, obs: np.ndarray | Mapping[str, np.ndarray], *, deterministic: bool) -> np.ndarray:
+        return self.policy.act(obs, deterministic=deterministic, generator=self.act_generator)
+
+    def policy_state(self) -> dict[str, Tensor]:
+        return {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}

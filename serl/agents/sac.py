@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from serl.agents.policy import ActorPolicy
+from serl.agents.policy import ActorPolicy, PolicyAgentMixin
 from serl.data.batch import Batch, Obs
 from serl.nets.augment import shift_image_keys
 from serl.nets.encoders import EncoderConfig, ObservationEncoder
@@ -116,7 +116,7 @@ def make_policy(
     return ActorPolicy(encoder, head)
 
 
-class SACAgent:
+class SACAgent(PolicyAgentMixin):
     def __init__(
         self,
         cfg: SACConfig,
@@ -178,13 +178,6 @@ class SACAgent:
             self._target += list(self.target_encoder.parameters())
         self.critic_steps = 0
         self.actor_steps = 0
-
-    # ----------------------------------------------------------------------------- acting
-    def act(self, obs: Any, *, deterministic: bool) -> np.ndarray:
-        return self.policy.act(obs, deterministic=deterministic, generator=self.act_generator)
-
-    def policy_state(self) -> dict[str, Tensor]:
-        return {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
 
     # ----------------------------------------------------------------------------- learning
     @property

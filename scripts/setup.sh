@@ -37,7 +37,7 @@ if [[ ",$extras," == *",sim,"* ]] && [ "$(id -u)" = 0 ] && command -v apt-get >/
   fi
 fi
 
-stamp="$venv/.serl-setup-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//,/_}"
+stamp="$venv/.serl-setup-$(sha256sum < pyproject.toml | cut -c1-16)-${extras//,/_}"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing serl-suite[$extras]"
   "$py" -m pip install -q -e ".[$extras]" 2> >(grep -v "^WARNING: Location" >&2)

@@ -29,11 +29,12 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-# Offscreen MuJoCo rendering on a machine without a display needs EGL (or OSMesa).
+# Offscreen MuJoCo rendering on a machine without a display needs EGL (or OSMesa), and
+# robosuite's OpenCV needs libGL.
 if [[ ",$extras," == *",sim,"* ]] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  if ! ldconfig -p | grep -q libEGL.so.1; then
-    echo "setup: installing EGL for offscreen rendering"
-    apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
+  if ! { ldconfig -p | grep -q libEGL.so.1 && ldconfig -p | grep -q libGL.so.1; }; then
+    echo "setup: installing EGL and GL for offscreen rendering"
+    apt-get update -qq && apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 >/dev/null
   fi
 fi
 

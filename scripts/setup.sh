@@ -25,7 +25,7 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   if [ -n "${SERL_TORCH_INDEX:-}" ]; then
     "$py" -m pip install -q "torch==$torch_version" --index-url "$SERL_TORCH_INDEX"
   else
-    "$py" -m pip install -q "torch==$torch_version"
+    "$py" -m pip install -q "torch==$torch_version" 2> >(grep -v "^WARNING: Location" >&2)
   fi
 fi
 

@@ -30,7 +30,7 @@ The class depends on MuJoCo and NumPy only (no gymnasium), and drives `physics_s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -118,23 +118,55 @@ class EndEffectorController:
         self.workspace_low = np.asarray(config.workspace_low, dtype=float)
         self.workspace_high = np.asarray(config.workspace_high, dtype=float)
         n = len(joints)
-        # Views into MuJoCo's arrays (they never move) and scratch buffers, made once.
-        self._qpos, self._qvel = data.qpos[self.qpos], data.qvel[self.dofs]
-        self._bias, self._ctrl = data.qfrc_bias[self.dofs], data.ctrl[self.acts]
+        _check_chain(model, self.site_id, self.dofs)
+        nv, arm = model.nv, self.dofs
+        # Views into MuJoCo's arrays (they never move) and scratch buffers, made once. The
+        # torque law runs at the physics rate, where each numpy or MuJoCo call costs up to a
+        # microsecond, so the buffers are laid out for few calls (`_law` lists them).
+        self._qpos, self._qvel = data.qpos[self.qpos], data.qvel[arm]
+        self._bias, self._ctrl = data.qfrc_bias[arm], data.ctrl[self.acts]
         self._site_pos, self._site_mat = data.site_xpos[self.site_id], data.site_xmat[self.site_id]
-        self._jac = np.zeros((6, model.nv))
+        self._site_mat33 = self._site_mat.reshape(3, 3)
+        # The site's orientation: its body's quaternion when the site is not rotated in its
+        # body (the TCP), else converted from the site's rotation matrix at every step.
+        self._site_rotated = not np.array_equal(model.site_quat[self.site_id], [1, 0, 0, 0])
+        body = int(model.site_bodyid[self.site_id])
+        self._quat = np.empty(4) if self._site_rotated else data.xquat[body]
+        # `_rows`: 0-5 the site Jacobian J (zero outside the arm's dofs), 6 the null-space
+        # torque tau_0 (on the arm's dofs, zero elsewhere), 7 the bias forces c.
+        self._rows = np.zeros((8, nv))
+        self._jac = self._rows[:6]
         self._jacp, self._jacr = self._jac[:3], self._jac[3:]
-        self._jac_arm = self._jac[:, self.dofs]
-        self._jac_arm_t = self._jac_arm.T
-        self._minv_jt = np.zeros((6, model.nv))
-        self._j_minv = self._minv_jt[:, self.dofs]
-        self._eye = np.eye(n)
-        self._quat = np.empty(4)
+        self._jac_arm = self._jac[:, arm]
+        self._tau0 = self._rows[6, arm]
+        # `_minv_rows`: 0-6 the rows J and tau_0 times M^-1 (one `mj_solveM`), 7 the arm's
+        # joint velocities on the arm's dofs. `_u` = [qvel; qpos; 1] of the arm, the input of
+        # the tau_0 product, starts at that qvel and runs on through the rest of row 7 into 8
+        # spare entries after it; row 7 outside the arm's dofs only meets zero columns of J.
+        self._work = np.zeros(8 * nv + 8)
+        self._minv_rows = self._work[: 8 * nv].reshape(8, nv)
+        start = 7 * nv + arm.start
+        self._u = self._work[start : start + 2 * n + 1]
+        self._u_qvel, self._u_qpos = self._u[:n], self._u[n : 2 * n]
+        self._u[2 * n] = 1.0
+        # `_minv_rows @ J^T` (8 x 6): J M^-1 J^T (= Lambda^-1), then J M^-1 tau_0 (the row
+        # tau_0^T M^-1 J^T, M being symmetric), then the twist J qvel; then the pose error
+        # (position, rotation vector), so that the right-hand side is one product.
+        self._prod_err = np.zeros(54)
+        self._prod = self._prod_err[:48].reshape(8, 6)
+        self._lambda_inv = self._prod_err[:36].reshape(6, 6)
+        self._twist = self._prod_err[42:48]
+        self._err_pos, self._err_rot = self._prod_err[48:51], self._prod_err[51:54]
+        self._osc_in, self._imp_in = self._prod_err[36:54], self._prod_err[42:54]
+        # [x; 1; 1], x the task-space force: tau = [J; tau_0; c]^T [x; 1; 1] on every dof.
+        self._x11 = np.ones(8)
+        self._x = self._x11[:6]
+        self._torque_all = np.zeros(nv)
+        self._torque_arm = self._torque_all[arm]
         self._rot_local = np.empty(3)
-        self._state = np.zeros(12)
-        self._tau0 = np.zeros(n)
-        self._torque = np.zeros(n)
-        self._x = np.empty(6)
+        self._eye = np.eye(n)
+        self._null_key: tuple[float, float, bytes] | None = None
+        self._null_mat = np.zeros((n, 2 * n + 1))
         self.set_gains()
         self.null_kp = config.nullspace_stiffness
         self.null_kd = 2.0 * np.sqrt(config.nullspace_stiffness)
@@ -226,51 +258,98 @@ class EndEffectorController:
         self.kp = np.array([pos] * 3 + [rot] * 3, dtype=float)
         mass = 1.0 if cfg.mode == "osc" else cfg.impedance_mass_kg
         self.kd = 2.0 * ratio * np.sqrt(self.kp * mass)
-        # accel = [diag(Kp), -diag(Kd)] @ [pose error; twist]: one product per physics step.
-        self._gains = np.hstack([np.diag(self.kp), -np.diag(self.kd)])
+        # osc: rhs = Kp e - Kd v - J M^-1 tau_0 = [-I, -diag(Kd), diag(Kp)] @ [J M^-1 tau_0; v; e]
+        # impedance: accel = Kp e - Kd v = [-diag(Kd), diag(Kp)] @ [v; e]; one product a step.
+        self._osc_gains = np.hstack([-np.eye(6), -np.diag(self.kd), np.diag(self.kp)])
+        self._imp_gains = np.ascontiguousarray(self._osc_gains[:, 6:])
 
     def compute_torques(self) -> np.ndarray:
         """Arm joint torques for the current state, written into `data.ctrl` and returned.
 
         Kinematics, mass matrix and bias forces must be current (after ``mj_step1`` or
-        ``mj_forward``). This runs at the physics rate, where each numpy call costs about a
-        microsecond, so it works in preallocated views of the MuJoCo arrays and evaluates the
-        operational-space law as ``tau = J^T x + tau_0 + c`` with
-        ``(J M^-1 J^T) x = a - J M^-1 tau_0``, which equals ``J^T Lambda a + N^T tau_0 + c``
-        without forming Lambda or N.
+        ``mj_forward``). These are the torques before the actuators' clamp.
         """
-        m, d = self.model, self.data
-        jac, qvel, state = self._jac_arm, self._qvel, self._state
-        mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.site_id)
-        np.subtract(self.target_pos, self._site_pos, out=state[:3])
-        mujoco.mju_mat2Quat(self._quat, self._site_mat)
-        # mju_subQuat gives the rotation vector of cur^-1 target in the current (site) frame;
-        # rotate it into the world frame, the frame of the rotational Jacobian.
-        mujoco.mju_subQuat(self._rot_local, self.target_quat, self._quat)
-        mujoco.mju_mulMatVec3(state[3:6], self._site_mat, self._rot_local)
-        np.matmul(jac, qvel, out=state[6:])
-        accel = self._gains @ state
-        tau0 = self._tau0
-        np.subtract(self.rest_qpos, self._qpos, out=tau0)
-        tau0 *= self.null_kp
-        tau0 -= self.null_kd * qvel
-        torque = self._torque
-        if self.cfg.mode == "osc":
-            mujoco.mj_solveM(m, d, self._minv_jt, self._jac)  # rows: (M^-1 J^T)^T = J M^-1
-            j_minv = self._j_minv
-            lambda_inv = jac @ j_minv.T
-            rhs = accel - j_minv @ tau0
-            mujoco.mju_cholFactor(lambda_inv, 1e-8)
-            mujoco.mju_cholSolve(self._x, lambda_inv, rhs)
-            np.matmul(self._jac_arm_t, self._x, out=torque)
-            torque += tau0
-        else:
-            null_proj = self._eye - jac.T @ np.linalg.pinv(jac.T)
-            np.matmul(self._jac_arm_t, accel, out=torque)
-            torque += null_proj @ tau0
-        torque += self._bias
-        self._ctrl[:] = torque
-        return torque
+        self._law()()
+        return self._ctrl.copy()
+
+    def _null_gains(self) -> np.ndarray:
+        """``tau_0 = Kn (q_rest - q) - Dn qd`` as one matrix on ``[qd; q; 1]`` (`_u`), remade
+        when `null_kp`, `null_kd` or `rest_qpos` has changed."""
+        kp, kd, rest = self.null_kp, self.null_kd, np.asarray(self.rest_qpos, dtype=float)
+        key = (kp, kd, rest.tobytes())
+        if key != self._null_key:
+            eye = self._eye
+            self._null_mat = np.hstack([-kd * eye, -kp * eye, kp * rest.reshape(-1, 1)])
+            self._null_key = key
+        return self._null_mat
+
+    def _law(self) -> Callable[[], None]:
+        """The torque law with the current targets and gains bound to it: each call writes the
+        torques for the current state into `data.ctrl`. `step` makes one per action.
+
+        osc: ``tau = J^T x + tau_0 + c`` with ``(J M^-1 J^T) x = Kp e - Kd v - J M^-1 tau_0``,
+        which equals ``J^T Lambda (Kp e - Kd v) + N^T tau_0 + c`` without forming Lambda or N.
+        Per physics step that is `mj_jacSite`; two copies and a product for tau_0; a copy of
+        c; the pose error (a subtraction, `mju_subQuat`, a rotation); one `mj_solveM` for the
+        rows J and tau_0 together; one product of those rows (and qvel) with J^T for
+        Lambda^-1, J M^-1 tau_0 and the twist; one product for the right-hand side; a
+        Cholesky factorisation and solve; one product for the torques on all dofs, and a copy
+        of the arm's into `data.ctrl`. Each call costs 0.2-1 us, as much as its arithmetic
+        at these sizes, so bound methods (``a.dot(b, out)``) and ``[...] =`` copies, which
+        skip numpy's function dispatch, and closure variables are used throughout.
+        """
+        m, d, site_id, osc = self.model, self.data, self.site_id, self.cfg.mode == "osc"
+        jac_site, jacp, jacr = mujoco.mj_jacSite, self._jacp, self._jacr
+        u_qvel, u_qpos, qvel, qpos = self._u_qvel, self._u_qpos, self._qvel, self._qpos
+        null_dot, u, tau0 = self._null_gains().dot, self._u, self._tau0
+        bias_row, bias_all = self._rows[7], d.qfrc_bias
+        subtract, site_pos, err_pos = np.subtract, self._site_pos, self._err_pos
+        target_pos = np.array(self.target_pos, dtype=float)
+        target_quat = np.array(self.target_quat, dtype=float)
+        mat2quat, sub_quat = mujoco.mju_mat2Quat, mujoco.mju_subQuat
+        quat, site_mat, rot_local, site_rotated = (
+            self._quat, self._site_mat, self._rot_local, self._site_rotated
+        )  # fmt: skip
+        rotate, err_rot = self._site_mat33.dot, self._err_rot
+        # osc
+        solve_m, rows7, minv7 = mujoco.mj_solveM, self._rows[:7], self._minv_rows[:7]
+        minv_dot, jac_t, prod = self._minv_rows.dot, self._jac.T, self._prod
+        rhs_dot, osc_in, x = self._osc_gains.dot, self._osc_in, self._x
+        chol_factor, chol_solve = mujoco.mju_cholFactor, mujoco.mju_cholSolve
+        lambda_inv = self._lambda_inv
+        torque_dot, rows, torque_all = self._x11.dot, self._rows, self._torque_all
+        ctrl, torque_arm = self._ctrl, self._torque_arm
+        # impedance
+        jac, twist, eye, pinv = self._jac_arm, self._twist, self._eye, np.linalg.pinv
+        imp_gains, imp_in, bias = self._imp_gains, self._imp_in, self._bias
+
+        def law() -> None:
+            jac_site(m, d, jacp, jacr, site_id)
+            u_qvel[...] = qvel
+            u_qpos[...] = qpos
+            null_dot(u, tau0)
+            subtract(target_pos, site_pos, err_pos)
+            if site_rotated:
+                mat2quat(quat, site_mat)
+            # mju_subQuat gives the rotation vector of cur^-1 target in the current (site)
+            # frame; rotate it into the world frame, the frame of the rotational Jacobian.
+            sub_quat(rot_local, target_quat, quat)
+            rotate(rot_local, err_rot)
+            if osc:
+                bias_row[...] = bias_all
+                solve_m(m, d, minv7, rows7)  # rows J M^-1, tau_0^T M^-1
+                minv_dot(jac_t, prod)  # Lambda^-1, J M^-1 tau_0, twist
+                rhs_dot(osc_in, x)  # Kp e - Kd v - J M^-1 tau_0
+                chol_factor(lambda_inv, 1e-8)
+                chol_solve(x, lambda_inv, x)
+                torque_dot(rows, torque_all)  # J^T x + tau_0 + c
+                ctrl[...] = torque_arm
+            else:  # impedance: J^T (K e - D v) + (I - J^T pinv(J^T)) tau_0 + c
+                np.dot(jac, qvel, out=twist)
+                null_proj = eye - jac.T @ pinv(jac.T)
+                ctrl[...] = jac.T @ (imp_gains @ imp_in) + null_proj @ tau0 + bias
+
+        return law
 
     def step(self, physics_steps: int) -> None:
         """Advance the physics by `physics_steps`, recomputing torques at every step.
@@ -281,11 +360,28 @@ class EndEffectorController:
         m, d = self.model, self.data
         if self.gripper_idx is not None:
             d.ctrl[self.gripper_idx] = self.gripper_ctrl
+        law, step1, step2 = self._law(), mujoco.mj_step1, mujoco.mj_step2
         for _ in range(physics_steps):
-            mujoco.mj_step1(m, d)
-            self.compute_torques()
-            mujoco.mj_step2(m, d)
+            step1(m, d)
+            law()
+            step2(m, d)
         # mj_step2 leaves the kinematics of the state before the last integration; bring poses,
         # Jacobians and camera views up to date for whoever reads them next (observations).
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
+
+
+def _check_chain(model: mujoco.MjModel, site_id: int, dofs: slice) -> None:
+    """The site must move with the arm's joints only, so that its Jacobian is zero outside
+    the arm's dofs (the torque law multiplies whole rows of it)."""
+    body, chain = int(model.site_bodyid[site_id]), set()
+    while body > 0:
+        adr, num = int(model.body_dofadr[body]), int(model.body_dofnum[body])
+        chain.update(range(adr, adr + num))
+        body = int(model.body_parentid[body])
+    outside = sorted(chain - set(range(dofs.start, dofs.stop)))
+    if outside:
+        raise ValueError(
+            f"dofs {outside} move the controlled site but are not arm joints; the arm must be "
+            "the only chain of joints between the world and the site"
+        )

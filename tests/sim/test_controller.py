@@ -107,6 +107,61 @@ def test_torques_stay_within_the_franka_limits() -> None:
     assert np.all(np.abs(torque) <= panda.TORQUE_LIMIT_NM + 1e-9)
 
 
+def _textbook_torques(ctl: EndEffectorController) -> np.ndarray:
+    """The module docstring's laws written out with dense matrices (full M inverse, Lambda,
+    N, pinv) and the rotation error taken in the world frame directly."""
+    m, d, cfg = ctl.model, ctl.data, ctl.cfg
+    jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
+    mujoco.mj_jacSite(m, d, jacp, jacr, ctl.site_id)
+    jac = np.vstack([jacp, jacr])
+    cur, cur_inv, diff = np.empty(4), np.empty(4), np.empty(4)
+    mujoco.mju_mat2Quat(cur, d.site_xmat[ctl.site_id])
+    mujoco.mju_negQuat(cur_inv, cur)
+    mujoco.mju_mulQuat(diff, ctl.target_quat, cur_inv)
+    rot_err = np.empty(3)
+    mujoco.mju_quat2Vel(rot_err, diff, 1.0)
+    err = np.concatenate([ctl.target_pos - d.site_xpos[ctl.site_id], rot_err])
+    accel = ctl.kp * err - ctl.kd * (jac @ d.qvel)
+    tau0 = np.zeros(m.nv)
+    tau0[:7] = ctl.null_kp * (ctl.rest_qpos - d.qpos[:7]) - ctl.null_kd * d.qvel[:7]
+    if cfg.mode == "osc":
+        mass = np.zeros((m.nv, m.nv))
+        mujoco.mj_fullM(m, mass, d.qM)
+        minv = np.linalg.inv(mass)
+        lam = np.linalg.inv(jac @ minv @ jac.T)
+        null = np.eye(m.nv) - minv @ jac.T @ lam @ jac
+        tau = jac.T @ lam @ accel + null.T @ tau0
+    else:
+        tau = jac.T @ accel + (np.eye(m.nv) - jac.T @ np.linalg.pinv(jac.T)) @ tau0
+    return (tau + d.qfrc_bias)[:7]
+
+
+@pytest.mark.parametrize("mode", ["osc", "impedance"])
+def test_torques_equal_the_textbook_law(mode: str) -> None:
+    # compute_torques evaluates the law with few numpy calls; it must equal the plain formula.
+    ctl = _arm(mode)
+    m, d = ctl.model, ctl.data
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        if i >= 5:  # null-space gains and rest posture changed in place take effect too
+            ctl.null_kp, ctl.null_kd = 10.0 + 5 * i, 2.0 + i
+            ctl.rest_qpos[i - 5] += 0.1
+        d.qpos[:7] = panda.HOME_QPOS + rng.uniform(-0.4, 0.4, 7)
+        d.qvel[:7] = rng.normal(0.0, 0.5, 7)
+        d.qpos[7:9] = rng.uniform(0.0, 0.04, 2)
+        mujoco.mj_forward(m, d)
+        axis = rng.normal(size=3)
+        turn = np.empty(4)
+        mujoco.mju_axisAngle2Quat(turn, axis / np.linalg.norm(axis), rng.uniform(-0.5, 0.5))
+        target_quat = np.empty(4)
+        mujoco.mju_mulQuat(target_quat, turn, ctl.ee_quat())
+        ctl.set_target_pose(ctl.ee_pos() + rng.uniform(-0.05, 0.05, 3), target_quat)
+        expected = _textbook_torques(ctl)
+        torque = ctl.compute_torques()
+        np.testing.assert_allclose(torque, expected, rtol=1e-8, atol=1e-8 * np.abs(expected).max())
+        np.testing.assert_array_equal(d.ctrl[:7], torque)
+
+
 def test_controller_module_does_not_import_gymnasium() -> None:
     code = "import sys, sim.controller; print('gymnasium' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -149,14 +149,12 @@ def _train(args: list[str]) -> int:
     from serl.train import TrainConfig, TrainError, train
 
     cfg = _process_config(TrainConfig, args, "serl train")
-    stop = StopSignal().install()
     try:
-        result = train(cfg, stop=stop)
+        with StopSignal() as stop:
+            result = train(cfg, stop=stop)
     except TrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        stop.uninstall()
     if result.interrupted:
         print(f"\ninterrupted; the learner checkpointed to {result.checkpoint}")
         print(f"continue with: serl train --resume --run-dir {result.run_dir}")
@@ -180,12 +178,9 @@ def _learner(args: list[str]) -> int:
     from serl.processes import StopSignal
 
     cfg = _process_config(LearnerConfig, args, "serl learner")
-    stop = StopSignal().install()
-    try:
+    with StopSignal() as stop:
         learner = Learner(cfg, stop=stop)
         counters = learner.run()
-    finally:
-        stop.uninstall()
     print(
         f"learner stopped: {counters.env_steps} env steps, {counters.updates} updates; "
         f"checkpoint {learner.checkpoint_path}"
@@ -199,11 +194,8 @@ def _actor(args: list[str]) -> int:
     from serl.processes import StopSignal
 
     cfg = _process_config(ActorConfig, args, "serl actor")
-    stop = StopSignal().install()
-    try:
+    with StopSignal() as stop:
         counters = Actor(cfg, stop=stop).run()
-    finally:
-        stop.uninstall()
     print(
         f"actor {cfg.actor_id} stopped: {counters.steps} steps, {counters.episodes} episodes, "
         f"{counters.eval_episodes} evaluation episodes"

@@ -60,6 +60,12 @@ class StopSignal:
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
 
+    def __enter__(self) -> StopSignal:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self._signal is None:
             logger.info("received %s; stopping after the current step", signal.Signals(signum).name)

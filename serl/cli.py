@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 
 import tyro
 
@@ -251,8 +253,22 @@ def _keys(args: list[str]) -> int:
     return 0
 
 
+# Subcommands defined beside the code they drive; importing a module registers its commands.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _load_command_modules() -> None:
+    """Import serl's command modules and those of other packages (`serl.commands` entry points,
+    e.g. ``robots``'s `robot-server`), so serl never imports sim or robots by name."""
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    for entry in entry_points(group="serl.commands"):
+        entry.load()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _load_command_modules()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: serl COMMAND [--help]\n\ncommands:")

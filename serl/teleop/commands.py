@@ -1,0 +1,239 @@
+"""`serl record-demos` and `serl inspect-dataset`: demonstrations in, dataset statistics out.
+
+serl record-demos --env sim:PandaPickCube-v0 --n 20 --out demos/pick --device spacemouse
+serl record-demos --env sim:PandaPickCube-v0 --n 20 --out demos/pick --device expert
+serl record-demos --env Pendulum-v1 --n 5 --out demos/pend --device expert --policy pkg.mod:make
+serl inspect-dataset demos/pick --random-return 0 --expert-return 1 --reference demos/other
+
+The ``expert`` device is a program, not a person: ``--policy MODULE:FACTORY`` names a function
+``FACTORY(env) -> policy`` (``policy(obs) -> action`` in the env's layout, with an optional
+``policy.reset()`` called each episode). Without ``--policy``, a ``prefix:Name`` env id uses
+``<prefix>.experts:make_expert``, looked up at run time (``sim:`` ids get the simulator's
+scripted experts), so serl names no simulator package in its code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import tyro
+
+from serl.cli import command
+
+_HUMAN_HZ = 10.0
+"""Default control rate with a person at the device (the sim tasks' and SERL's 10 Hz)."""
+
+
+@dataclass(frozen=True)
+class RecordDemosConfig:
+    """Record teleoperated episodes with success marks into a dataset."""
+
+    env: str
+    """Env id, e.g. sim:PandaPickCube-v0 or Pendulum-v1."""
+    out: Path
+    """Dataset directory; created, or appended to when it exists."""
+    n: int = 10
+    """Episodes to save."""
+    device: Literal["keyboard", "spacemouse", "gamepad", "expert"] = "keyboard"
+    """Who drives: a person at a device, or a scripted expert (see --policy)."""
+    policy: str | None = None
+    """MODULE:FACTORY of the expert, FACTORY(env) -> policy(obs) -> action."""
+    success_from: Literal["auto", "device", "env"] = "auto"
+    """Success mark: the human's key (device), info["success"] (env), or the mark else env."""
+    successes_only: bool = False
+    """Keep only successful episodes (recording goes on until --n successes)."""
+    seed: int = 0
+    """Episode i of this session resets with seed + i."""
+    control_hz: float | None = None
+    """Control rate; default 10 Hz with a person, as fast as possible with an expert."""
+    max_steps: int | None = None
+    """End an episode (as truncation) after this many steps; default: the env's time limit."""
+    obs_mode: str | None = None
+    """Passed to the env factory when given (sim tasks: state or pixels)."""
+
+
+@dataclass(frozen=True)
+class InspectDatasetConfig:
+    """Print a dataset's episodes, success rate, transitions, TQ and SACo."""
+
+    path: Annotated[Path, tyro.conf.Positional]
+    """Dataset directory (written by serl record-demos or serl.data.datasets)."""
+    random_return: float | None = None
+    """Random policy's episode return, the 0 of TQ."""
+    expert_return: float | None = None
+    """Expert's episode return, the 1 of TQ."""
+    reference: Path | None = None
+    """Reference dataset for SACo (e.g. an online run's replay data)."""
+    state_key: str = "state"
+    """Observation key of the state vector for SACo when observations are a dict."""
+    bins: int = 10
+    """SACo grid: cells per dimension between both datasets' per-dimension min and max."""
+    max_rows: int = 50
+    """Episodes listed (the totals always cover all)."""
+
+
+def resolve_policy_factory(env_id: str, spec: str | None) -> Callable[[Any], Any]:
+    """`spec` ("module:function") or the env prefix's ``<prefix>.experts:make_expert``."""
+    if spec is None:
+        prefix, sep, _ = env_id.partition(":")
+        if not sep:
+            raise ValueError(
+                f"--device expert: {env_id!r} has no package prefix to find a scripted expert "
+                "in; pass --policy MODULE:FACTORY (FACTORY(env) -> policy(obs) -> action)"
+            )
+        spec = f"{prefix}.experts:make_expert"
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"expert policy {spec!r}: cannot import {module_name!r} ({exc}); install the package "
+            "that provides it or pass --policy MODULE:FACTORY"
+        ) from exc
+    factory = getattr(module, attr or "make_expert", None)
+    if not callable(factory):
+        raise ValueError(f"expert policy {spec!r}: {module_name} has no callable {attr!r}")
+    return factory
+
+
+def _make_device(cfg: RecordDemosConfig, env: Any) -> Any:
+    from serl.teleop.device import make_device
+    from serl.teleop.scripted import ScriptedDevice
+
+    if cfg.device != "expert":
+        return make_device(cfg.device)
+    policy = resolve_policy_factory(cfg.env, cfg.policy)(env)
+    return ScriptedDevice(policy, reset_fn=getattr(policy, "reset", None))
+
+
+@command("record-demos", "record teleoperated episodes (with success marks) into a dataset")
+def _record_demos(args: list[str]) -> int:
+    from tqdm import tqdm
+
+    from serl.envs import make_env
+    from serl.teleop.keyboard import KEYMAP
+    from serl.teleop.recorder import record_dataset
+
+    cfg = tyro.cli(RecordDemosConfig, args=args, prog="serl record-demos")
+    kwargs = {"obs_mode": cfg.obs_mode} if cfg.obs_mode else {}
+    env = make_env(cfg.env, **kwargs)
+    hz = (
+        cfg.control_hz
+        if cfg.control_hz is not None
+        else (0 if cfg.device == "expert" else _HUMAN_HZ)
+    )
+    try:
+        device = _make_device(cfg, env)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}")
+        return 2
+    if cfg.device == "keyboard":
+        print("keys: " + ", ".join(f"{k!r} {what}" for k, what in KEYMAP.items()))
+    metadata = {
+        "env_id": cfg.env,
+        "dataset_id": cfg.out.name,
+        "recorded_with": cfg.device,
+        "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
+    }
+    bar = tqdm(total=cfg.n, unit="episode", desc=f"recording {cfg.env}")
+
+    def progress(episode: Any, kept: bool) -> None:
+        bar.update(int(kept))
+        bar.set_postfix(last="success" if episode.success else "failure", steps=len(episode))
+
+    try:
+        with device:
+            result = record_dataset(
+                env, device, cfg.out, cfg.n, seed=cfg.seed, success_from=cfg.success_from,
+                successes_only=cfg.successes_only, control_hz=hz, max_steps=cfg.max_steps,
+                metadata=metadata, on_episode=progress,
+            )  # fmt: skip
+    finally:
+        bar.close()
+        env.close()
+    print(
+        f"saved {result.saved} episodes ({result.successes} successful) to {cfg.out}"
+        + (f", discarded {result.discarded}" if result.discarded else "")
+        + ("; stopped by the human" if result.quit else "")
+    )
+    return 0
+
+
+def _state_actions(dataset: Any, state_key: str) -> tuple[np.ndarray, np.ndarray]:
+    states, actions = [], []
+    for episode in dataset.episodes:
+        obs = episode.observations
+        if isinstance(obs, dict):
+            if state_key not in obs:
+                raise ValueError(
+                    f"{dataset.path}: observations have keys {sorted(obs)}, no {state_key!r}; "
+                    "pass --state-key KEY of the state vector"
+                )
+            obs = obs[state_key]
+        states.append(np.asarray(obs[: len(episode)]).reshape(len(episode), -1))
+        actions.append(np.asarray(episode.actions).reshape(len(episode), -1))
+    return np.concatenate(states), np.concatenate(actions)
+
+
+def _grid_bounds(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension min and max of (N, D) vectors; a constant dimension gets a width of 1."""
+    low, high = vectors.min(0), vectors.max(0)
+    return low, np.where(high > low, high, low + 1.0)
+
+
+@command("inspect-dataset", "episodes, success rate, transitions, TQ and SACo of a dataset")
+def _inspect_dataset(args: list[str]) -> int:
+    from serl.data import diagnostics
+    from serl.data.datasets import DatasetError, load_dataset
+
+    cfg = tyro.cli(InspectDatasetConfig, args=args, prog="serl inspect-dataset")
+    try:
+        dataset = load_dataset(cfg.path)
+    except DatasetError as exc:
+        print(f"error: {exc}")
+        return 2
+    returns = diagnostics.episode_returns(e.rewards for e in dataset.episodes)
+    meta = dataset.metadata
+    print(f"{cfg.path}: env {meta.get('env_id', '?')}, format {meta.get('data_format', '?')}")
+    print(f"{'episode':>8} {'length':>7} {'return':>10} {'success':>8}  source")
+    for episode, ret in list(zip(dataset.episodes, returns, strict=True))[: cfg.max_rows]:
+        success = str(episode.success)
+        print(f"{episode.id:>8} {len(episode):>7} {ret:>10.3f} {success:>8}  {episode.source}")
+    if len(dataset.episodes) > cfg.max_rows:
+        print(f"... {len(dataset.episodes) - cfg.max_rows} more")
+    print(f"episodes:          {len(dataset.episodes)}")
+    print(f"total transitions: {dataset.total_steps}")
+    print(f"success rate:      {dataset.success_rate:.1%}")
+    if not dataset.episodes:
+        return 0
+    print(f"mean return:       {returns.mean():.3f}")
+    if cfg.random_return is not None and cfg.expert_return is not None:
+        tq = diagnostics.trajectory_quality(returns, cfg.random_return, cfg.expert_return)
+        print(f"TQ:                {tq:.4f}")
+    else:
+        print("TQ:                n/a (give --random-return and --expert-return)")
+    try:
+        states, actions = _state_actions(dataset, cfg.state_key)
+        if cfg.reference is None:
+            low, high = _grid_bounds(np.c_[states, actions])
+            count = diagnostics.unique_state_actions(states, actions, low, high, cfg.bins)
+            print(f"unique (s, a):     {count} ({cfg.bins} bins per dimension)")
+            print("SACo:              n/a (give --reference DATASET)")
+            return 0
+        ref_states, ref_actions = _state_actions(load_dataset(cfg.reference), cfg.state_key)
+    except (ValueError, DatasetError) as exc:
+        print(f"SACo:              n/a ({exc})")
+        return 0
+    low, high = _grid_bounds(np.r_[np.c_[states, actions], np.c_[ref_states, ref_actions]])
+    count = diagnostics.unique_state_actions(states, actions, low, high, cfg.bins)
+    ref_count = diagnostics.unique_state_actions(ref_states, ref_actions, low, high, cfg.bins)
+    saco = diagnostics.state_action_coverage(count, ref_count)
+    print(f"unique (s, a):     {count} (reference {ref_count}, {cfg.bins} bins per dimension)")
+    print(f"SACo:              {saco:.4f}")
+    return 0

@@ -1,0 +1,79 @@
+"""`serl robot-server` as a process with its config file, and backends without their driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robots.backends.base import MissingDriverError, make_backend
+from robots.client import RobotClient
+from robots.config import ConfigError, RobotServerConfig, load_server_config
+from serl.cli import main
+from serl.processes import child_env, free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_server_process_takes_its_limits_from_the_config_file(tmp_path: Path) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "server.json"
+    config.write_text(
+        json.dumps(
+            {
+                "endpoint": endpoint,
+                "safety": {"max_step_m": 0.01, "workspace_high_m": [0.7, 0.3, 0.5]},
+                "sim": {"realtime": False},
+            }
+        )
+    )
+    # The `serl` script, as on the robot PC (`python -m serl.cli` would register the commands
+    # of entry-point modules on a second copy of serl.cli, not on __main__).
+    log = (tmp_path / "server.log").open("wb")
+    env = child_env() | {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "serl"), "robot-server", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        with RobotClient(endpoint, timeout_s=30.0) as client:
+            info = client.info()
+            assert info["safety"]["max_step_m"] == 0.01
+            assert info["safety"]["workspace_high_m"] == [0.7, 0.3, 0.5]
+            result = client.move_delta([0.05, 0.0, 0.0])
+            assert result.clamped == ("step_m",)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert "robot server stopped" in (tmp_path / "server.log").read_text()
+
+
+def test_config_file_with_an_unknown_field_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "server.json"
+    path.write_text(json.dumps({"safety": {"max_step_mm": 5}}))
+    with pytest.raises(ConfigError, match="max_step_mm"):
+        load_server_config(path)
+
+
+@pytest.mark.parametrize(("backend", "package"), [("franka", "franky-panda"), ("ur", "ur_rtde")])
+def test_real_backend_without_its_driver_says_what_to_install(backend: str, package: str) -> None:
+    with pytest.raises(MissingDriverError) as err:
+        make_backend(RobotServerConfig(backend=backend))  # type: ignore[arg-type]
+    assert package in str(err.value)
+    assert "pip install serl-suite[robots]" in str(err.value)
+
+
+def test_robot_server_command_reports_a_missing_driver(capsys: pytest.CaptureFixture) -> None:
+    assert main(["robot-server", "--backend", "franka", "--endpoint", "tcp://127.0.0.1:0"]) == 2
+    assert "franky-panda" in capsys.readouterr().err

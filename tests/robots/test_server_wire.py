@@ -125,3 +125,20 @@ def test_client_timeout_names_the_endpoint() -> None:
     with RobotClient(endpoint, timeout_s=0.3) as client:
         with pytest.raises(RobotTimeoutError, match=endpoint):
             client.get_state()
+
+
+def test_curve_server_answers_keyed_clients_only(tmp_path: Path) -> None:
+    from robots.config import RobotServerConfig, SimBackendConfig
+    from serl.transport.auth import generate_keys, load_client_keys
+
+    keys = generate_keys(tmp_path / "keys", ("actor",))
+    cfg = RobotServerConfig(
+        endpoint="tcp://127.0.0.1:0", keys_dir=keys, sim=SimBackendConfig(realtime=False)
+    )
+    with RobotServer(cfg).start() as server:
+        curve = load_client_keys(keys, "actor")
+        with RobotClient(server.endpoint, timeout_s=10.0, curve=curve) as client:
+            assert client.get_state()["ee_pos"].shape == (3,)
+        with RobotClient(server.endpoint, timeout_s=0.5) as stranger:
+            with pytest.raises(RobotTimeoutError):
+                stranger.get_state()

@@ -298,7 +298,8 @@ class Camera:
         while not self._stop.is_set():
             try:
                 raw = self.source.read()
-                if raw is None:
+                if raw is None:  # nothing this time; a source that says so at once must not spin
+                    self._stop.wait(0.001)
                     continue
                 image = self.process(raw)
             except Exception as exc:  # report through latest(), keep trying

@@ -90,6 +90,7 @@ def test_a_camera_that_stops_delivering_is_reported_within_the_stall_timeout() -
                     last = camera.latest()
                     time.sleep(0.01)
             reported_after = time.monotonic() - last.timestamp
+            source.release.set()  # let the reader return, so close() need not wait for it
     finally:
         source.release.set()
     assert last.index == 2
@@ -106,6 +107,7 @@ def test_a_camera_that_never_delivers_fails_the_first_latest_in_bounded_time() -
             with pytest.raises(CameraStalledError, match=r"'front': no frame in 0\.\d+ s since"):
                 camera.latest()
             assert time.monotonic() - start < 1.0
+            source.release.set()
     finally:
         source.release.set()
 
@@ -136,7 +138,7 @@ def test_opencv_reads_a_video_file_then_reports_its_end_as_a_stall(tmp_path: Pat
     if not writer.isOpened():
         pytest.skip("this OpenCV build cannot write MJPG")
     for i in range(10):
-        writer.write(np.full((48, 64, 3), (0, 0, 20 * i), np.uint8))  # BGR: red grows
+        writer.write(np.full((48, 64, 3), (10, 0, 100 + 10 * i), np.uint8))  # BGR: mostly red
     writer.release()
     with Camera(OpenCVSource(path, name="file"), resize=(24, 32), stall_timeout_s=0.3) as camera:
         frame = camera.latest()

@@ -22,10 +22,10 @@ from serl.checkpoint import save_checkpoint
 from serl.config import config_hash, config_to_dict
 from serl.data.replay import ReplayBuffer
 from serl.data.samplers import UniformSampler
-from serl.envs import make_env
 from serl.evaluation import evaluate
 from serl.metrics import MetricsLogger
 from serl.plots import plot_learning_curve
+from serl.rewards.wrapper import ClassifierRewardConfig, make_classified_env
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class LocalTrainConfig:
     """torch CPU threads (0 keeps torch's default)."""
     progress: bool = True
     """Show a progress bar."""
+    reward: ClassifierRewardConfig = field(default_factory=ClassifierRewardConfig)
+    """Reward classifier (serl train-reward) whose decision replaces the env's reward and
+    termination in training and evaluation; off unless --reward.checkpoint is given."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ def train_local(cfg: LocalTrainConfig) -> LocalTrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = agent_spec(cfg.agent)
-    env, eval_env = make_env(cfg.env), make_env(cfg.env)
+    env = make_classified_env(cfg.env, cfg.reward)
+    eval_env = make_classified_env(cfg.env, cfg.reward)
     agent = spec.agent_type(
         cfg.agent_cfg, env.observation_space, env.action_space, seed=cfg.seed, device=cfg.device
     )

@@ -20,6 +20,7 @@ import torch
 BENCHMARKS = {
     "learner": "serl.bench.learner",
     "transport": "serl.bench.transport",
+    "reward": "serl.bench.reward",
     **{ep.name: ep.value for ep in entry_points(group="serl.benchmarks")},
 }
 

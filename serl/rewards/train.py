@@ -1,0 +1,177 @@
+"""Training a reward classifier: `serl train-reward`.
+
+The frames are split by episode into train and validation (`FrameSet.split`). Training draws
+class-balanced batches (each class half of every batch in expectation, sampled with
+replacement), applies the DrQ random shift (`serl.nets.augment`, padding from the encoder
+config) to every view, and minimises binary cross-entropy with Adam. The threshold is then
+calibrated on the validation split for the target precision (`calibrate.choose_threshold`),
+and the report gives accuracy, precision, recall and the confusion matrix there, plus a PNG
+with the precision-recall curve and example false positives and false negatives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from serl.nets.augment import random_shift
+from serl.nets.weights import load_encoder_weights
+from serl.rewards.calibrate import binary_metrics, choose_threshold, pr_curve
+from serl.rewards.dataset import FrameSet, balance_warning
+from serl.rewards.model import ClassifierConfig, DecisionRule, RewardClassifier
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RewardTrainConfig:
+    """How to train and calibrate a reward classifier."""
+
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    """Views, image size and network."""
+    epochs: int = 15
+    """Passes over the training split (in frames drawn, with class balancing)."""
+    batch_size: int = 64
+    """Frames per gradient step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    val_fraction: float = 0.25
+    """Share of episodes held out to calibrate the threshold and report the metrics."""
+    target_precision: float = 0.99
+    """Precision the threshold must reach on the validation split."""
+    consecutive: int = 1
+    """Frames in a row the classifier must call positive before it says "success"."""
+    balance: bool = True
+    """Draw batches half positive, half negative (in expectation)."""
+    seed: int = 0
+    """Seed of the split, the initial weights, the batches and the augmentation."""
+    device: str = "cpu"
+    """Torch device (cpu, cuda)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class TrainedClassifier:
+    model: RewardClassifier
+    rule: DecisionRule
+    metrics: dict[str, float]
+    """Validation metrics at the calibrated threshold."""
+    val_scores: np.ndarray
+    val: FrameSet
+
+
+def _batch(data: FrameSet, index: np.ndarray, device: str) -> dict[str, torch.Tensor]:
+    return {v: torch.as_tensor(f[index], device=device) for v, f in data.frames.items()}
+
+
+def train_classifier(data: FrameSet, cfg: RewardTrainConfig) -> TrainedClassifier:
+    if set(data.views) != set(cfg.classifier.views):
+        raise ValueError(
+            f"the frames have views {data.views}, the config asks for {cfg.classifier.views}"
+        )
+    if warning := balance_warning(*data.counts()):
+        logger.warning(warning)
+    train, val = data.split(cfg.val_fraction, cfg.seed)
+    positives, negatives = train.counts()
+    if not positives or not negatives:
+        raise ValueError(
+            f"the training split has {positives} positives and {negatives} negatives; both "
+            "classes are needed — record more episodes"
+        )
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = RewardClassifier(cfg.classifier)
+    if cfg.classifier.encoder.weights_path is not None:
+        load_encoder_weights(model.encoder, cfg.classifier.encoder.weights_path)
+    model.to(cfg.device).train()
+    params = model.head.parameters() if cfg.classifier.encoder.freeze else model.parameters()
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    labels = torch.as_tensor(train.labels)
+    weights = torch.where(labels, 1.0 / positives, 1.0 / negatives) if cfg.balance else None
+    steps = max(1, cfg.epochs * len(train) // cfg.batch_size)
+    pad = cfg.classifier.encoder.augment_pad
+    bar = tqdm(range(steps), disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    for _ in bar:
+        if weights is not None:
+            index = torch.multinomial(weights, cfg.batch_size, True, generator=generator)
+        else:
+            index = torch.randint(0, len(train), (cfg.batch_size,), generator=generator)
+        frames = _batch(train, index.numpy(), cfg.device)
+        frames = {v: random_shift(f, pad, generator) for v, f in frames.items()}
+        target = labels[index].float().to(cfg.device)
+        loss = F.binary_cross_entropy_with_logits(model(frames), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    scores = model.probabilities(val.frames)
+    threshold = choose_threshold(scores, val.labels, cfg.target_precision)
+    metrics = binary_metrics(scores, val.labels, threshold)
+    logger.info("validation at threshold %.4f: %s", threshold, metrics)
+    return TrainedClassifier(model, DecisionRule(threshold, cfg.consecutive), metrics, scores, val)
+
+
+def write_report(result: TrainedClassifier, out_dir: str | Path, examples: int = 4) -> dict:
+    """report.json and report.png (PR curve, false positives, false negatives) in `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels, scores, threshold = result.val.labels, result.val_scores, result.rule.threshold
+    curve = pr_curve(scores, labels)
+    predicted = scores >= threshold
+    false_pos = np.flatnonzero(predicted & ~labels)
+    false_neg = np.flatnonzero(~predicted & labels)
+    # The most confident mistakes are the instructive ones.
+    false_pos = false_pos[np.argsort(-scores[false_pos])][:examples]
+    false_neg = false_neg[np.argsort(scores[false_neg])][:examples]
+
+    fig = plt.figure(figsize=(4 + 2 * examples, 6))
+    grid = fig.add_gridspec(2, 1 + examples)
+    ax = fig.add_subplot(grid[:, 0])
+    ax.plot(curve.recall, curve.precision, marker=".")
+    m = result.metrics
+    ax.scatter([m["recall"]], [m["precision"]], color="tab:red", zorder=3,
+               label=f"threshold {threshold:.3f}")  # fmt: skip
+    ax.set(xlabel="recall", ylabel="precision", title="validation PR curve", ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    view = result.val.views[0]
+    mistakes = (("false positive", false_pos), ("false negative", false_neg))
+    for row, (name, picks) in enumerate(mistakes):
+        for col in range(examples):
+            cell = fig.add_subplot(grid[row, 1 + col])
+            cell.axis("off")
+            if col < len(picks):
+                cell.imshow(result.val.frames[view][picks[col]])
+                cell.set_title(f"{name}\np={scores[picks[col]]:.3f}", fontsize=8)
+            elif col == 0:
+                cell.set_title(f"no {name}s", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "report.png", dpi=100)
+    plt.close(fig)
+
+    positives, negatives = result.val.counts()
+    report: dict[str, Any] = {
+        "threshold": threshold,
+        "consecutive": result.rule.consecutive,
+        "validation_frames": len(result.val),
+        "validation_positives": positives,
+        "validation_negatives": negatives,
+        **{k: m[k] for k in ("accuracy", "precision", "recall")},
+        "confusion_matrix": [[m["tn"], m["fp"]], [m["fn"], m["tp"]]],
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -286,4 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m serl.cli`: command modules register on the importable `serl.cli`, not on
+    # this `__main__` copy, so dispatch through that one.
+    from serl.cli import main as serl_main
+
+    sys.exit(serl_main())

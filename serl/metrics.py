@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 class MetricsLogger:
-    """Appends `{"step": s, "time_s": t, **metrics}` lines to `metrics.jsonl` under `run_dir`."""
+    """Appends `{"step": s, "time_s": t, **metrics}` lines to `metrics.jsonl` under `run_dir`.
+
+    `time_s` is the Unix time of the record, so curves can be drawn against wall-clock across
+    processes and resumed runs (benchmarks subtract their own start time)."""
 
     def __init__(self, run_dir: str | Path, *, tensorboard: bool = True) -> None:
         self.run_dir = Path(run_dir)
@@ -21,7 +25,7 @@ class MetricsLogger:
         self._tb = SummaryWriter(str(self.run_dir / "tensorboard")) if tensorboard else None
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        record = {"step": step}
+        record: dict[str, Any] = {"step": step, "time_s": round(time.time(), 3)}
         for key, value in metrics.items():
             value = float(value)
             record[key] = value if math.isfinite(value) else None

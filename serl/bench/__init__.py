@@ -1,6 +1,7 @@
 """`serl bench NAME`: benchmarks as commands that print a table and can write flat JSON.
 
-A benchmark module exposes `run(quick: bool, device: str) -> dict[str, float | str]`. Speed
+A benchmark module exposes `run(quick: bool, device: str) -> dict[str, float | str]`; one with
+flags of its own also has `add_arguments(parser)`, and `run` gets them as keywords. Speed
 claims are ratios against a peer measured in the same run, never absolute timings alone.
 Packages outside the learning core add benchmarks through the `serl.benchmarks` entry-point
 group (`sim = "sim.bench"` gives `serl bench sim`), so serl never imports them by name.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import platform
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,6 +23,7 @@ BENCHMARKS = {
     "learner": "serl.bench.learner",
     "transport": "serl.bench.transport",
     "reward": "serl.bench.reward",
+    "learn": "serl.bench.learn",
     **{ep.name: ep.value for ep in entry_points(group="serl.benchmarks")},
 }
 
@@ -31,6 +34,13 @@ def machine_description(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
+def _json_value(value: object) -> object:
+    """NaN/Inf (a threshold never reached) become null: the file stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def run_benchmark(name: str, args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"serl bench {name}")
     parser.add_argument(
@@ -39,11 +49,15 @@ def run_benchmark(name: str, args: list[str]) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as one flat JSON object")
     parser.add_argument("--device", default="cpu", help="torch device for learners (cpu, cuda)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    module = importlib.import_module(BENCHMARKS[name])
+    base = set(vars(parser.parse_args([])))
+    if hasattr(module, "add_arguments"):  # flags of this benchmark only (e.g. learn --suite)
+        module.add_arguments(parser)
     opts = parser.parse_args(args)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    module = importlib.import_module(BENCHMARKS[name])
-    figures = module.run(quick=opts.quick, device=opts.device)
+    extra = {k: v for k, v in vars(opts).items() if k not in base}
+    figures = module.run(quick=opts.quick, device=opts.device, **extra)
     figures = {"machine": machine_description(opts.device), "quick": opts.quick, **figures}
     width = max(len(k) for k in figures)
     print(f"\nserl bench {name}{' --quick' if opts.quick else ''}")
@@ -52,6 +66,7 @@ def run_benchmark(name: str, args: list[str]) -> int:
         print(f"  {key:<{width}}  {shown}")
     if opts.json:
         opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps(figures, indent=2) + "\n")
+        finite = {k: _json_value(v) for k, v in figures.items()}
+        opts.json.write_text(json.dumps(finite, indent=2, allow_nan=False) + "\n")
         print(f"wrote {opts.json}")
     return 0

@@ -1,0 +1,279 @@
+"""`serl bench learn --suite NAME`: sample efficiency and wall-clock of full training runs.
+
+Every run goes through the actor-learner processes (`serl.train.train`: one learner and one
+actor process on loopback), never a shortcut loop, and writes its own metrics.jsonl under
+`--out`. The harness then reads the evaluation curves, writes `summary.json`, prints a table
+(mean ± std over seeds at fixed env-step budgets, env steps and wall-clock to a threshold) and
+draws `curves.png` (return or success against env steps and against wall-clock, published
+references dashed).
+
+Suites (`SUITES`; `--quick` runs the small size that CI runs, never a result to quote):
+
+* `pendulum`: our SAC against Stable-Baselines3's SAC (`serl.bench.sb3_peer`) on Pendulum-v1,
+  same budget, networks, hyper-parameters and seeds, run one after the other in one process.
+* `dmc-state`: five DeepMind Control tasks with state observations at 100k env steps against
+  the state-SAC column of the CURL paper (Laskin et al. 2020, Table 1, 100k steps).
+* `mujoco-100k`: four gymnasium MuJoCo v5 tasks at 100k env steps in RLPD mode (10 critics,
+  G = 20, no prior data) against REDQ at 100k (Chen et al. 2021, Table 1). Meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from serl.agents.registry import agent_spec  # noqa: E402
+from serl.bench.curves import Curve, curve_from_metrics, first_crossing, mean_std, value_at  # noqa: E402
+
+OURS = "serl"
+PEER = "sb3"
+PEER_THREADS = 1
+"""torch threads of the SB3 run, like each of our processes (`serl train --threads 1`): on a
+2-core machine two threads per process oversubscribe the cores and slow SB3 down by ~5x."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    tasks: tuple[str, ...]
+    """Environment ids."""
+    agent: str
+    """Agent preset of our runs (sac, rlpd)."""
+    steps: int
+    """Env steps per run."""
+    budgets: tuple[int, ...]
+    """Env-step budgets at which the table reports the metric."""
+    random_steps: int
+    """Uniformly random warm-up steps."""
+    metric: str = "returns"
+    """What the table reports: evaluation `returns` or `success` rate."""
+    threshold: float | None = None
+    """Env steps and wall-clock to reach this metric value are reported (None: not)."""
+    published: dict[str, float] = field(default_factory=dict)
+    """Published result per task at the last budget (drawn dashed, listed in the table)."""
+    published_source: str = ""
+    """Where the published figures come from."""
+    peer: bool = False
+    """Also train Stable-Baselines3's SAC with the same settings."""
+    agent_overrides: dict[str, Any] = field(default_factory=dict)
+    """Changes to the preset's agent config."""
+    quick: dict[str, Any] = field(default_factory=dict)
+    """Fields replaced for `--quick` (fewer tasks, steps, budgets)."""
+
+
+SUITES: dict[str, Suite] = {
+    "pendulum": Suite(
+        tasks=("Pendulum-v1",),
+        agent="sac",
+        steps=20_000,
+        budgets=(5_000, 10_000, 20_000),
+        random_steps=1_000,
+        threshold=-200.0,
+        peer=True,
+        quick={"steps": 3_000, "budgets": (1_000, 2_000, 3_000), "random_steps": 500},
+    ),
+    "dmc-state": Suite(
+        tasks=(
+            "dmc:cartpole-swingup",
+            "dmc:walker-walk",
+            "dmc:cheetah-run",
+            "dmc:reacher-easy",
+            "dmc:finger-spin",
+        ),
+        agent="sac",
+        steps=100_000,
+        budgets=(50_000, 100_000),
+        random_steps=5_000,
+        published={
+            "dmc:cartpole-swingup": 835.0,
+            "dmc:walker-walk": 891.0,
+            "dmc:cheetah-run": 616.0,
+            "dmc:reacher-easy": 746.0,
+            "dmc:finger-spin": 811.0,
+        },
+        published_source="CURL (Laskin et al. 2020), Table 1, state SAC at 100k env steps",
+        quick={"steps": 4_000, "budgets": (2_000, 4_000), "random_steps": 1_000},
+    ),
+    "mujoco-100k": Suite(
+        tasks=("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5"),
+        agent="rlpd",
+        steps=100_000,
+        budgets=(50_000, 100_000),
+        random_steps=5_000,
+        published={
+            "Hopper-v5": 2750.0,
+            "Walker2d-v5": 3459.0,
+            "HalfCheetah-v5": 7823.0,
+            "Ant-v5": 3287.0,
+        },
+        published_source="REDQ (Chen et al. 2021), Table 1, at 100k env steps (v2 tasks)",
+        quick={"tasks": ("Hopper-v5",), "steps": 600, "budgets": (600,), "random_steps": 300},
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", required=True, choices=sorted(SUITES), help="which suite")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per task and method")
+    parser.add_argument("--out", type=Path, help="run directory (default runs/bench-learn-...)")
+
+
+def _slug(task: str) -> str:
+    return task.replace(":", "_").replace("-", "_").lower()
+
+
+def _run_ours(suite: Suite, task: str, seed: int, run_dir: Path, device: str) -> Curve:
+    from serl.train import TrainConfig, train
+
+    agent_cfg = dataclasses.replace(
+        agent_spec(suite.agent).default_config(), **suite.agent_overrides
+    )
+    cfg = TrainConfig(
+        env=task,
+        agent=suite.agent,
+        agent_cfg=agent_cfg,
+        actors=1,
+        steps=suite.steps,
+        random_steps=suite.random_steps,
+        min_buffer=suite.random_steps,
+        run_dir=run_dir,
+        seed=seed,
+        device=device,
+        progress=False,
+    )
+    start = time.time()
+    train(cfg)
+    return curve_from_metrics(run_dir / "metrics.jsonl", start)
+
+
+def _run_peer(suite: Suite, task: str, seed: int, run_dir: Path) -> Curve:
+    from serl.bench.sb3_peer import PeerRun, train_sb3_sac
+
+    run = PeerRun(
+        env=task,
+        steps=suite.steps,
+        random_steps=suite.random_steps,
+        seed=seed,
+        eval_every=max(suite.steps // 20, 500),
+        eval_episodes=5,
+        threads=PEER_THREADS,
+    )
+    start = train_sb3_sac(run, run_dir)
+    return curve_from_metrics(run_dir / "metrics.jsonl", start)
+
+
+def summarize(
+    suite: Suite, curves: dict[tuple[str, str], list[Curve]]
+) -> tuple[dict[str, float], list[str]]:
+    """Flat figures and table lines from the curves of every (task, method)."""
+    figures: dict[str, float] = {}
+    header = ["task", "method", *(f"@{b:,}" for b in suite.budgets)]
+    if suite.threshold is not None:
+        header += [f"steps to {suite.threshold:g}", f"seconds to {suite.threshold:g}"]
+    header += ["wall-clock s", "published"]
+    rows = [header]
+    for (task, method), runs in curves.items():
+        key = f"{_slug(task)}_{method}" if len(suite.tasks) > 1 else method
+        row = [task, method]
+        for budget in suite.budgets:
+            window = max(budget // 5, 1)
+            mean, std = mean_std([value_at(c, budget, window, suite.metric) for c in runs])
+            figures[f"{key}_{suite.metric}_at_{budget}"] = mean
+            figures[f"{key}_{suite.metric}_at_{budget}_std"] = std
+            row.append(f"{mean:.1f} ± {std:.1f}")
+        if suite.threshold is not None:
+            crossings = [first_crossing(c, suite.threshold, suite.metric) for c in runs]
+            steps, _ = mean_std([s for s, _ in crossings])
+            seconds, _ = mean_std([t for _, t in crossings])
+            reached = sum(math.isfinite(s) for s, _ in crossings)
+            figures[f"{key}_steps_to_threshold"] = steps
+            figures[f"{key}_seconds_to_threshold"] = seconds
+            figures[f"{key}_seeds_reaching_threshold"] = float(reached)
+            row += [f"{steps:,.0f} ({reached}/{len(runs)})", f"{seconds:.0f}"]
+        wall, _ = mean_std([float(c.seconds[-1]) if len(c.seconds) else math.nan for c in runs])
+        figures[f"{key}_wallclock_s"] = wall
+        published = suite.published.get(task, math.nan)
+        if math.isfinite(published):
+            figures[f"{_slug(task)}_published"] = published
+        row += [f"{wall:.0f}", f"{published:g}" if math.isfinite(published) else "-"]
+        rows.append(row)
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return figures, lines
+
+
+def plot_suite(suite: Suite, curves: dict[tuple[str, str], list[Curve]], png: Path) -> Path:
+    """One row per task: the metric against env steps (left) and wall-clock (right)."""
+    fig, axes = plt.subplots(
+        len(suite.tasks), 2, figsize=(11, 3.6 * len(suite.tasks)), squeeze=False
+    )
+    colors = {OURS: "tab:blue", PEER: "tab:orange"}
+    label = "evaluation return" if suite.metric == "returns" else "success rate"
+    for row, task in enumerate(suite.tasks):
+        for (curve_task, method), runs in curves.items():
+            if curve_task != task:
+                continue
+            for seed, c in enumerate(runs):
+                values = c.metric(suite.metric)
+                kwargs = {"color": colors.get(method), "alpha": 0.8, "marker": "."}
+                kwargs["label"] = method if seed == 0 else None
+                axes[row, 0].plot(c.steps, values, **kwargs)
+                axes[row, 1].plot(c.seconds, values, **kwargs)
+        if task in suite.published:
+            for ax in axes[row]:
+                ax.axhline(suite.published[task], ls="--", color="gray", label="published")
+        axes[row, 0].set(title=task, xlabel="env steps", ylabel=label)
+        axes[row, 1].set(title=task, xlabel="wall-clock seconds", ylabel=label)
+        for ax in axes[row]:
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def run(
+    quick: bool, device: str, suite: str, seeds: int = 3, out: Path | None = None
+) -> dict[str, Any]:
+    spec = SUITES[suite]
+    if quick:
+        spec = dataclasses.replace(spec, **spec.quick)
+    out = out or Path("runs") / time.strftime(f"bench-learn-{suite}-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    methods = [OURS, PEER] if spec.peer else [OURS]
+    jobs = [(t, m, s) for t in spec.tasks for m in methods for s in range(seeds)]
+    curves: dict[tuple[str, str], list[Curve]] = {(t, m): [] for t in spec.tasks for m in methods}
+    for task, method, seed in tqdm(jobs, desc=f"bench learn {suite}", unit="run"):
+        run_dir = out / _slug(task) / f"{method}-seed{seed}"
+        if method == OURS:
+            curve = _run_ours(spec, task, seed, run_dir, device)
+        else:
+            curve = _run_peer(spec, task, seed, run_dir)
+        curves[(task, method)].append(curve)
+    figures, table = summarize(spec, curves)
+    png = plot_suite(spec, curves, out / "curves.png")
+    summary = {"suite": suite, "seeds": seeds, "steps": spec.steps, **figures}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n" + "\n".join(table))
+    if spec.published_source:
+        print(f"published: {spec.published_source}")
+    print(f"runs, summary.json and curves.png in {out}")
+    return {
+        "suite": suite,
+        "seeds": float(seeds),
+        "steps": float(spec.steps),
+        **figures,
+        "plot": str(png),
+    }

@@ -1,0 +1,48 @@
+"""`serl bench learn --suite pendulum --quick` end to end: real actor-learner runs and SB3."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_pendulum_quick_writes_valid_json_summary_and_png(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serl.cli",
+            "bench",
+            "learn",
+            "--suite",
+            "pendulum",
+            "--quick",
+            "--seeds",
+            "1",
+            "--out",
+            str(out),
+            "--json",
+            str(tmp_path / "learn.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "learn.json").read_text())  # strict JSON: no NaN
+    for method in ("serl", "sb3"):
+        for budget in (1000, 2000, 3000):
+            assert math.isfinite(figures[f"{method}_returns_at_{budget}"])
+        assert figures[f"{method}_wallclock_s"] > 0
+        assert (out / "pendulum_v1" / f"{method}-seed0" / "metrics.jsonl").stat().st_size > 0
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "summary.json").read_text())["suite"] == "pendulum"
+    assert "Pendulum-v1  serl" in result.stdout

@@ -1,0 +1,89 @@
+"""The summary statistics of `serl bench learn`, on hand-made curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serl.bench.curves import Curve, curve_from_metrics, first_crossing, mean_std, value_at
+from serl.bench.learn import SUITES, summarize
+
+
+def curve(steps, returns, seconds=None, success=None) -> Curve:
+    n = len(steps)
+    return Curve(
+        steps=np.array(steps),
+        seconds=np.array(seconds if seconds is not None else [10.0 * i for i in range(n)]),
+        returns=np.array(returns, dtype=float),
+        success=np.array(success if success is not None else [math.nan] * n, dtype=float),
+    )
+
+
+def test_value_at_averages_the_evaluations_inside_the_window() -> None:
+    c = curve([100, 200, 300, 400], [-900.0, -500.0, -300.0, -100.0])
+    assert value_at(c, budget=400, window=200) == pytest.approx(-200.0)  # (200, 400]: 300, 400
+    assert value_at(c, budget=300, window=100) == pytest.approx(-300.0)
+
+
+def test_value_at_falls_back_to_the_last_evaluation_before_an_empty_window() -> None:
+    c = curve([100, 200], [-900.0, -500.0])
+    assert value_at(c, budget=1000, window=100) == -500.0
+    assert math.isnan(value_at(c, budget=50, window=10))
+
+
+def test_first_crossing_reports_steps_and_seconds_of_the_first_evaluation_at_threshold() -> None:
+    c = curve([100, 200, 300, 400], [-900.0, -150.0, -300.0, -100.0], seconds=[5, 9, 14, 20])
+    assert first_crossing(c, -200.0) == (200.0, 9.0)
+    assert all(math.isnan(v) for v in first_crossing(c, 0.0))
+
+
+def test_success_metric_is_read_from_the_success_column() -> None:
+    c = curve([100, 200], [0.0, 0.0], success=[0.2, 0.95])
+    assert first_crossing(c, 0.9, metric="success") == (200.0, 10.0)
+    assert value_at(c, budget=200, window=200, metric="success") == pytest.approx(0.575)
+
+
+def test_mean_std_is_population_std_over_finite_seeds() -> None:
+    assert mean_std([1.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([1.0, math.nan, 3.0]) == (2.0, 1.0)
+    assert all(math.isnan(v) for v in mean_std([math.nan]))
+
+
+def test_curve_from_metrics_keeps_evaluations_and_subtracts_the_start_time(tmp_path: Path) -> None:
+    lines = [
+        {"step": 0, "time_s": 1000.0, "learner/updates": 0},
+        {"step": 500, "time_s": 1012.5, "eval/return_mean": -700.0, "eval/success_rate": 0.0},
+        {"step": 900, "time_s": 1020.0, "eval/return_mean": -150.0},
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    c = curve_from_metrics(path, start_time_s=1000.0)
+    assert c.steps.tolist() == [500, 900]
+    assert c.seconds.tolist() == [12.5, 20.0]
+    assert c.returns.tolist() == [-700.0, -150.0]
+    assert c.success[0] == 0.0 and math.isnan(c.success[1])
+
+
+def test_summary_table_gives_mean_std_over_seeds_and_threshold_counts() -> None:
+    suite = SUITES["pendulum"]
+    seeds = [
+        curve([5000, 10000, 20000], [-800.0, -300.0, -150.0], seconds=[100, 200, 400]),
+        curve([5000, 10000, 20000], [-600.0, -100.0, -140.0], seconds=[90, 180, 360]),
+    ]
+    figures, lines = summarize(suite, {("Pendulum-v1", "serl"): seeds})
+    assert figures["serl_returns_at_5000"] == pytest.approx(-700.0)
+    assert figures["serl_returns_at_5000_std"] == pytest.approx(100.0)
+    assert figures["serl_steps_to_threshold"] == pytest.approx(15000.0)  # 20000 and 10000
+    assert figures["serl_seconds_to_threshold"] == pytest.approx(290.0)  # 400 and 180
+    assert figures["serl_seeds_reaching_threshold"] == 2.0
+    assert figures["serl_wallclock_s"] == pytest.approx(380.0)
+    assert "-700.0 ± 100.0" in lines[1]
+
+
+def test_decreasing_steps_are_refused() -> None:
+    with pytest.raises(ValueError, match="must not decrease"):
+        curve([200, 100], [0.0, 0.0])

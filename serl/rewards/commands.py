@@ -84,7 +84,7 @@ def _record_rewards(args: list[str]) -> int:
 class TrainRewardArgs:
     """Train, calibrate and save a reward classifier."""
 
-    frames: tuple[Path, ...]
+    frames: tyro.conf.Positional[tuple[Path, ...]]
     """Frame sets (serl record-rewards) or episode datasets with pixel observations."""
     out: Path = Path("runs/reward")
     """Directory for classifier.safetensors, report.json and report.png."""
@@ -96,6 +96,9 @@ class TrainRewardArgs:
 def _train_reward(args: list[str]) -> int:
     default = TrainRewardArgs(frames=(), train=RewardTrainConfig(classifier=ClassifierConfig()))
     opts = tyro.cli(TrainRewardArgs, default=default, args=args, prog="serl train-reward")
+    if not opts.frames:
+        print("give one or more frame files: serl train-reward FRAMES.npz [...] (see --help)")
+        return 2
     cls = opts.train.classifier
     data = concatenate([load_frames(p, cls.views, cls.image_size) for p in opts.frames])
     positives, negatives = data.counts()

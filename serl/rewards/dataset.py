@@ -12,6 +12,10 @@ a JSON string (format version, views, where the frames came from).
 Episode datasets in the layout of ``python -m sim.collect`` (``obs/<view>`` rows, per-step
 ``success``, ``episode_lengths``) can be added: the observation after step t of an episode is
 labelled with that step's ``success``; reset observations carry no label and are skipped.
+Replay-buffer files (`ReplayBuffer.save`) can be added too: the next observation of each
+stored transition is labelled with ``extras/success`` when the buffer recorded it, else with
+``terminated`` (success ends the episode in SERL-style tasks; do not add buffers of envs that
+terminate for other reasons).
 """
 
 from __future__ import annotations
@@ -136,10 +140,14 @@ def load_frames(path: str | Path, views: tuple[str, ...], size: int) -> FrameSet
     elif "success" in arrays and "episode_lengths" in arrays:
         prefix = "obs/"
         labels, episodes, keep = _episode_labels(arrays)
+    elif "next_index" in arrays and "valid" in arrays:
+        prefix = "obs/"
+        labels, episodes, keep = _replay_labels(arrays)
     else:
         raise ValueError(
-            f"{path}: neither a frame set (frames/<view>, labels) nor an episode dataset "
-            f"(obs/<view>, success, episode_lengths); it has keys {sorted(arrays)[:8]}"
+            f"{path}: neither a frame set (frames/<view>, labels), an episode dataset "
+            "(obs/<view>, success, episode_lengths) nor a replay buffer (obs/<view>, "
+            f"next_index, valid); it has keys {sorted(arrays)[:8]}"
         )
     missing = [v for v in views if prefix + v not in arrays]
     if missing:
@@ -162,6 +170,14 @@ def _episode_labels(arrays: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.
     keep = np.concatenate(rows) if rows else np.zeros(0, int)
     episodes = np.concatenate(episode_ids) if episode_ids else np.zeros(0, np.int64)
     return arrays["success"].astype(bool), episodes, keep
+
+
+def _replay_labels(arrays: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, episode ids, observation slots) of the next observations of a saved buffer."""
+    slots = np.flatnonzero(arrays["valid"])
+    success = arrays.get("extras/success", arrays["terminated"])
+    labels = np.asarray(success[slots]).reshape(len(slots), -1)[:, 0].astype(bool)
+    return labels, arrays["episode_id"][slots].astype(np.int64), arrays["next_index"][slots]
 
 
 def balance_warning(positives: int, negatives: int) -> str | None:

@@ -1,0 +1,71 @@
+import json
+
+import numpy as np
+
+from serl.cli import main
+from serl.rewards.dataset import FrameSet, load_frames
+from serl.rewards.model import load_classifier
+
+
+def episode_dataset(path, episodes: int = 12, length: int = 5) -> None:
+    """A dataset in the sim.collect layout: success (a white frame) in the last two steps."""
+    rows = episodes * (length + 1)
+    success = np.tile(np.arange(length) >= length - 2, episodes)
+    frames = np.zeros((rows, 16, 16, 3), np.uint8)
+    for e in range(episodes):
+        frames[e * (length + 1) + 1 :][:length][success[:length]] = 255
+    np.savez(path, **{"obs/cam": frames}, success=success,
+             episode_lengths=np.full(episodes, length))  # fmt: skip
+
+
+def test_record_rewards_adds_dataset_frames_and_shows_the_counts(tmp_path, capsys):
+    episode_dataset(tmp_path / "demo.npz")
+    out = tmp_path / "frames.npz"
+    code = main(["record-rewards", "--add", str(tmp_path / "demo.npz"), "--out", str(out),
+                 "--views", "cam", "--image-size", "16"])  # fmt: skip
+    assert code == 0
+    assert "60 frames, 24 positives, 36 negatives" in capsys.readouterr().out
+    data = load_frames(out, ("cam",), 16)
+    assert np.all(data.frames["cam"][data.labels] == 255)
+    assert np.all(data.frames["cam"][~data.labels] == 0)
+
+
+def test_record_rewards_warns_when_classes_are_unbalanced(tmp_path, capsys):
+    labels = np.zeros(50, bool)
+    labels[:3] = True
+    frames = {"cam": np.zeros((50, 16, 16, 3), np.uint8)}
+    FrameSet(frames, labels, np.arange(50) // 5).save(tmp_path / "f.npz")
+    main(["record-rewards", "--add", str(tmp_path / "f.npz"), "--out", str(tmp_path / "o.npz"),
+          "--views", "cam", "--image-size", "16"])  # fmt: skip
+    assert "warning: classes are unbalanced (3 positives, 47 negatives" in capsys.readouterr().out
+
+
+def test_train_reward_writes_a_loadable_classifier_and_its_report(tmp_path, capsys):
+    episode_dataset(tmp_path / "demo.npz", episodes=40)
+    code = main(["train-reward", str(tmp_path / "demo.npz"), "--out", str(tmp_path / "run"),
+                 "--train.classifier.views", "cam", "--train.classifier.image-size", "16",
+                 "--train.epochs", "20", "--train.no-progress"])  # fmt: skip
+    assert code == 0
+    report = json.loads((tmp_path / "run/report.json").read_text())
+    assert report["precision"] >= 0.99 and report["recall"] == 1.0
+    assert (tmp_path / "run/report.png").read_bytes()[:4] == b"\x89PNG"
+    classifier = load_classifier(tmp_path / "run/classifier.safetensors")
+    assert classifier.rule.threshold == report["threshold"]
+    assert "classifier:" in capsys.readouterr().out
+
+
+def test_replay_buffer_frames_are_labelled_by_their_terminal_transition(tmp_path):
+    import gymnasium as gym
+
+    from serl.data.replay import ReplayBuffer
+
+    space = gym.spaces.Dict({"cam": gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)})
+    buffer = ReplayBuffer(space, 1, 20)
+    for t in range(3):  # frame value = t + 1; the last transition terminates (success)
+        buffer.add({"cam": np.full((16, 16, 3), t, np.uint8)}, np.zeros(1), 0.0,
+                   {"cam": np.full((16, 16, 3), t + 1, np.uint8)}, t == 2, False,
+                   source="online", episode_id=0, t=t)  # fmt: skip
+    buffer.save(tmp_path / "buffer.npz")
+    data = load_frames(tmp_path / "buffer.npz", ("cam",), 16)
+    assert data.frames["cam"][:, 0, 0, 0].tolist() == [1, 2, 3]
+    assert data.labels.tolist() == [False, False, True]

@@ -73,6 +73,8 @@ FLUSH_POLL_S = 0.5
 class ActorConfig:
     env: str = "Pendulum-v1"
     """Environment id: a gymnasium id or a prefixed one (sim:..., robot:...)."""
+    env_params: dict[str, float] = field(default_factory=dict)
+    """Dynamics parameters of a `sim:` env (e.g. {"friction": 0.5}); empty: the env's own."""
     agent: str = "sac"
     """Agent preset; must match the learner's (it defines the policy network)."""
     agent_cfg: SACConfig = field(default_factory=SACConfig)
@@ -256,7 +258,8 @@ class Actor:
         curve = load_client_keys(cfg.keys_dir, cfg.key_name) if cfg.keys_dir is not None else None
         self.stop = stop or StopSignal()
         self.action_override = action_override
-        self.env = env if env is not None else make_env(cfg.env)
+        env_kwargs = {"params": dict(cfg.env_params)} if cfg.env_params else {}
+        self.env = env if env is not None else make_env(cfg.env, **env_kwargs)
         space = self.env.action_space
         if not isinstance(space, gym.spaces.Box):
             raise ValueError(f"action space {space} is not a Box; actors drive continuous control")
@@ -324,6 +327,8 @@ class Actor:
         is_eval = self._eval_due()
         obs, _ = self.env.reset(seed=self._reset_seed)
         self._reset_seed = None  # seed the first reset only; the env's RNG carries on
+        if hasattr(self.policy, "reset_episode"):  # stateful policies (IWOCS's composite)
+            self.policy.reset_episode()
         self._timer.restart()
         ret, t, interventions, held = 0.0, 0, 0, 0
         previous: np.ndarray | None = None

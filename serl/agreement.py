@@ -70,7 +70,15 @@ def transition_spec(observation_space: gym.Space, action_space: gym.Space) -> Tr
 def actor_policy(
     agent_cfg: Any, observation_space: gym.Space, action_space: gym.Space
 ) -> ActorPolicy:
-    """The actor-side policy network of any agent with `hidden_dims` and `encoder` (SAC, BC)."""
+    """The actor-side policy network of an agent config.
+
+    A config with a `make_actor_policy(observation_space, action_space)` method builds its own
+    (e.g. a universal policy with its balance model, or a stateful composite policy); the
+    module must have `act(obs, deterministic=..., generator=...)` and may have
+    `reset_episode()`, which the actor calls at every episode start. Any other config with
+    `hidden_dims` and `encoder` (SAC, BC) gets encoder + tanh-Gaussian head."""
+    if hasattr(agent_cfg, "make_actor_policy"):
+        return agent_cfg.make_actor_policy(observation_space, action_space)
     policy_cfg = SACConfig(hidden_dims=agent_cfg.hidden_dims, encoder=agent_cfg.encoder)
     return make_policy(policy_cfg, observation_space, action_space)
 

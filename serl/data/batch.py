@@ -41,6 +41,9 @@ class Batch:
     next_obs: Obs
     terminated: Tensor
     """(B,) float32, 1.0 where the episode ended in a terminal state."""
+    prior: Tensor | None = None
+    """(B,) float32, 1.0 for rows from the prior dataset (demos, offline data, H2O's "real"
+    data), 0.0 for online rows; None when the learner has no prior data. SAC ignores it."""
 
     def __len__(self) -> int:
         return self.action.shape[0]
@@ -52,6 +55,7 @@ class Batch:
             reward=fn(self.reward),
             next_obs=map_obs(self.next_obs, fn),
             terminated=fn(self.terminated),
+            prior=None if self.prior is None else fn(self.prior),
         )
 
     def to(self, device: torch.device | str) -> Batch:
@@ -68,6 +72,8 @@ class Batch:
         """Raise NonFiniteBatchError naming the first field that holds NaN or Inf."""
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None:
+                continue
             items = value.items() if isinstance(value, dict) else [("", value)]
             for key, tensor in items:
                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):

@@ -13,6 +13,12 @@ Rate limiter: an update runs only while the replay buffer holds `min_buffer` tra
 however fast it is. One "update" is one `agent.update` call; with the RLPD preset (G = 20)
 each call does 20 critic steps, so `utd_ratio` 1 there means RLPD's 20 critic steps per step.
 
+Prior data (`prior_data`: demos or an offline dataset): a second buffer; every batch is half
+online, half prior, interleaved row by row (RLPD symmetric sampling, `Batch.prior` marks the
+prior rows). `offline_updates` updates on the prior data alone run first (pre-training; the
+rate limiter counts only online updates). With `interventions_to_prior` the human's
+corrections are also copied into the prior buffer (HIL-SERL), which then is checkpointed too.
+
 Weights carry `version` = the number of updates done, so the policy lag of a received
 transition (logged as `learner/policy_lag_*`) is counted in updates.
 
@@ -20,6 +26,7 @@ Checkpoint layout in `run_dir` (written in this order, so a kill at any instant 
 consistent pair: the checkpoint always names a buffer file that exists)::
 
     replay-<generation>.npz     the replay buffer, a new file each checkpoint (atomic write)
+    prior-<generation>.npz      the prior buffer, only when interventions join it
     checkpoint.safetensors      agent state; metadata: counters, sampler state, transport
                                 cursors, actor table, the name of its replay file, config
     (old replay-*.npz deleted)  then `server.commit(cursors)` tells actors to forget those
@@ -44,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from serl.agents.registry import agent_spec
 from serl.agents.sac import SACConfig, action_dim_of
@@ -56,8 +64,9 @@ from serl.agreement import (
 )
 from serl.checkpoint import CheckpointError, check_compatible, read_checkpoint, save_checkpoint
 from serl.config import config_to_dict
+from serl.data.datasets import DatasetError, add_to_buffer, load_dataset
 from serl.data.replay import ReplayBuffer
-from serl.data.samplers import UniformSampler
+from serl.data.samplers import SymmetricSampler, UniformSampler
 from serl.metrics import MetricsLogger, read_metrics
 from serl.processes import StopSignal, limit_threads
 from serl.transport.auth import load_server_keys
@@ -70,11 +79,15 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 REPLAY_PREFIX = "replay-"
+PRIOR_PREFIX = "prior-"
 IDLE_POLL_MS = 20
 """Poll wait when no update is allowed: short enough to react, long enough not to spin."""
 DRAIN_S = 2.0
 """After the last checkpoint, keep answering actors this long so they receive its commit."""
 _ONLINE = SOURCES.index("online")
+_INTERVENTION = SOURCES.index("intervention")
+PRIOR_ACTOR_ID = 1_000_000
+"""`actor_id` tag of prior-data transitions (actors are numbered from 0)."""
 ACTOR_STATS = ("interventions", "nonfinite_actions", "jitter_p50_ms", "jitter_p99_ms")
 """Per-episode actor statistics logged as `actor/<name>` means."""
 
@@ -107,6 +120,13 @@ class LearnerConfig:
     """Transitions in the buffer before the first update."""
     buffer_capacity: int = 200_000
     """Replay capacity in observation slots (one per transition plus one per episode)."""
+    prior_data: Path | None = None
+    """Dataset directory (`serl record-demos`, Minari layout) sampled 50/50 with online data,
+    interleaved row by row (RLPD symmetric sampling); its rows are marked in `Batch.prior`."""
+    interventions_to_prior: bool = False
+    """HIL-SERL: transitions tagged `intervention` also go to the prior (demo) buffer."""
+    offline_updates: int = 0
+    """Agent updates on the prior data alone before online training starts (pre-training)."""
     publish_every: int = 10
     """Publish the policy every this many updates (and whenever the learner waits for data)."""
     checkpoint_every_s: float = 300.0
@@ -143,6 +163,8 @@ class LearnerCounters:
     """Chunks added to the buffer."""
     generation: int = 0
     """Checkpoints written (names the replay file)."""
+    offline_updates: int = 0
+    """Updates on prior data alone (included in `updates`)."""
 
 
 class _Window:
@@ -234,7 +256,10 @@ class Learner:
         self.action_dim = action_dim_of(self.action_space)
         self.rows = getattr(cfg.agent_cfg, "utd", 1) * cfg.agent_cfg.batch_size
         self.buffer = ReplayBuffer(self.observation_space, self.action_dim, cfg.buffer_capacity)
-        self.sampler = UniformSampler(self.buffer, self.rows, seed=cfg.seed)
+        self.prior_buffer = self._load_prior() if cfg.prior_data is not None else None
+        if cfg.interventions_to_prior and self.prior_buffer is None:
+            raise LearnerError("--interventions-to-prior needs --prior-data (the demo dataset)")
+        self.sampler = self._make_sampler(self.buffer)
         self.counters = LearnerCounters()
         self.actor_index: dict[tuple[str, int], int] = {}
         """(actor_id, incarnation) -> the int `actor_id` tag in the replay buffer."""
@@ -273,11 +298,60 @@ class Learner:
             self.run_dir,
         )
 
+    # ---- prior data ---------------------------------------------------------------------
+
+    def _load_prior(self) -> ReplayBuffer:
+        """The prior dataset in its own buffer, with room for interventions if they join it."""
+        path = Path(self.cfg.prior_data)
+        try:
+            dataset = load_dataset(path)
+        except (OSError, DatasetError) as exc:
+            raise LearnerError(f"--prior-data {path}: {exc}") from None
+        slots = dataset.total_steps + len(dataset.episodes) + 1
+        if self.cfg.interventions_to_prior:
+            slots += self.cfg.buffer_capacity
+        buffer = ReplayBuffer(self.observation_space, self.action_dim, slots)
+        try:
+            add_to_buffer(buffer, dataset.episodes, actor_id=PRIOR_ACTOR_ID)
+        except ValueError as exc:
+            raise LearnerError(
+                f"--prior-data {path} does not fit env {self.cfg.env!r}: {exc}"
+            ) from None
+        if len(buffer) == 0:
+            raise LearnerError(f"--prior-data {path} holds no transitions")
+        logger.info("prior data: %d transitions from %s", len(buffer), path)
+        return buffer
+
+    def _make_sampler(self, online: ReplayBuffer) -> UniformSampler | SymmetricSampler:
+        if self.prior_buffer is None:
+            return UniformSampler(online, self.rows, seed=self.cfg.seed)
+        return SymmetricSampler(online, self.prior_buffer, self.rows, seed=self.cfg.seed)
+
+    def pretrain(self) -> None:
+        """`offline_updates` updates on prior data alone (all rows marked prior)."""
+        left = self.cfg.offline_updates - self.counters.offline_updates
+        if left <= 0 or self.prior_buffer is None:
+            return
+        sampler = UniformSampler(self.prior_buffer, self.rows, seed=self.cfg.seed + 1)
+        logger.info("offline pre-training: %d updates on the prior data", left)
+        for _ in range(left):
+            if self.stop.stop_requested:
+                break
+            batch = sampler.sample()
+            batch.prior = torch.ones_like(batch.reward)
+            self._record(self.agent.update(batch))
+            self.counters.updates += 1
+            self.counters.offline_updates += 1
+            if time.monotonic() - self._last_log >= self.cfg.log_every_s:
+                self.log_metrics()
+        self._publish()
+
     # ---- loop ---------------------------------------------------------------------------
 
     def run(self) -> LearnerCounters:
         """Train until SIGTERM/SIGINT or `max_env_steps`; always ends with a checkpoint."""
         try:
+            self.pretrain()
             while not self.stop.stop_requested and not self.finished:
                 self.step()
         finally:
@@ -290,7 +364,8 @@ class Learner:
         cfg = self.cfg
         if len(self.buffer) == 0 or len(self.buffer) < cfg.min_buffer:
             return False
-        return self.counters.updates < cfg.utd_ratio * (self.counters.env_steps - cfg.min_buffer)
+        online_updates = self.counters.updates - self.counters.offline_updates
+        return online_updates < cfg.utd_ratio * (self.counters.env_steps - cfg.min_buffer)
 
     @property
     def finished(self) -> bool:
@@ -305,10 +380,8 @@ class Learner:
         self.ingest(self.server.poll(0 if self.update_allowed else IDLE_POLL_MS))
         updated = self.update_allowed
         if updated:
-            info = self.agent.update(self.sampler.sample())
+            self._record(self.agent.update(self.sampler.sample()))
             self.counters.updates += 1
-            for name, value in info.items():
-                self._window.add(name, value)
         behind = self.counters.updates - self.server.weights_version
         if behind >= self.cfg.publish_every or (behind > 0 and not updated):
             self._publish()  # also when starved, so waiting actors get the newest policy
@@ -317,6 +390,10 @@ class Learner:
             self.log_metrics()
         if now - self._last_checkpoint >= self.cfg.checkpoint_every_s:
             self.checkpoint()
+
+    def _record(self, info: dict[str, float]) -> None:
+        for name, value in info.items():
+            self._window.add(name, value)
 
     def _publish(self) -> None:
         if self.counters.updates > self.server.weights_version:
@@ -374,6 +451,8 @@ class Learner:
             self._reject(chunk, "bad_values", str(exc))
             return
         self.actor_index[key] = index
+        if self.cfg.interventions_to_prior:
+            self._copy_interventions(chunk, index, next_obs, versions)
         self.counters.env_steps += n
         self.counters.chunks += 1
         acted = versions[versions >= 0]
@@ -381,6 +460,34 @@ class Learner:
             lag = self.server.weights_version - acted
             self._window.add("learner/policy_lag_mean", float(lag.mean()), int(acted.size))
             self._window.add_max("learner/policy_lag_max", float(lag.max()))
+
+    def _copy_interventions(
+        self, chunk: Chunk, index: int, next_obs: dict[str, np.ndarray], versions: np.ndarray
+    ) -> None:
+        """HIL-SERL: the human's corrections also join the demo buffer (already validated)."""
+        source = np.broadcast_to(chunk.extras.get("source", _ONLINE), (len(chunk),))
+        rows = np.flatnonzero(source == _INTERVENTION)
+        if not rows.size:
+            return
+        obs = observation_from_wire(chunk.obs, self.observation_space)
+        nxt = observation_from_wire(next_obs, self.observation_space)
+
+        def take(x: Any) -> Any:
+            return {k: v[rows] for k, v in x.items()} if isinstance(x, dict) else x[rows]
+
+        self.prior_buffer.add_many(
+            obs=take(obs),
+            action=chunk.action[rows],
+            reward=chunk.reward[rows],
+            next_obs=take(nxt),
+            terminated=chunk.terminated[rows],
+            truncated=chunk.truncated[rows],
+            source="intervention",
+            episode_id=chunk.extras["episode_id"][rows],
+            t=chunk.extras["t"][rows],
+            actor_id=index,
+            policy_version=versions[rows],
+        )
 
     def _add_episode(self, episode: EpisodeStats) -> None:
         """Account one actor's episode: evaluation (`eval` true) or training statistics."""
@@ -415,6 +522,7 @@ class Learner:
             "learner/weights_version": self.server.weights_version,
             "learner/actors_live": len(self.server.live_actors()),
             "buffer/size": len(self.buffer),
+            "buffer/prior_size": len(self.prior_buffer) if self.prior_buffer is not None else 0,
             "process/rss_mb": rss_mb(),
         }
         for name, count in (self.server.stats + self.stats).items():
@@ -434,6 +542,10 @@ class Learner:
         generation = self.counters.generation + 1
         replay_name = f"{REPLAY_PREFIX}{generation:06d}.npz"
         self.buffer.save(self.run_dir / replay_name)
+        prior_name = None
+        if self.cfg.interventions_to_prior:  # the demo buffer grows: it is part of the state
+            prior_name = f"{PRIOR_PREFIX}{generation:06d}.npz"
+            self.prior_buffer.save(self.run_dir / prior_name)
         self.counters.generation = generation
         metadata = {
             "env": self.cfg.env,
@@ -444,6 +556,7 @@ class Learner:
             "cursors": cursors,
             "actors": [[a, i, index] for (a, i), index in self.actor_index.items()],
             "replay_file": replay_name,
+            "prior_file": prior_name,
             "weights_version": self.server.weights_version,
         }
         save_checkpoint(
@@ -453,7 +566,7 @@ class Learner:
             config_hash=self.agreement.hash,
             metadata=metadata,
         )
-        self._remove_stale_files(keep=replay_name)
+        self._remove_stale_files(keep={replay_name, prior_name})
         self.server.commit(cursors)
         self._last_checkpoint = time.monotonic()
         logger.info(
@@ -466,11 +579,12 @@ class Learner:
         )
         return self.checkpoint_path
 
-    def _remove_stale_files(self, keep: str) -> None:
-        """Replay files of older generations and temp files a killed write left behind."""
-        for path in self.run_dir.glob(f"{REPLAY_PREFIX}*.npz"):
-            if path.name != keep:
-                path.unlink(missing_ok=True)
+    def _remove_stale_files(self, keep: set[str | None]) -> None:
+        """Buffer files of older generations and temp files a killed write left behind."""
+        for prefix in (REPLAY_PREFIX, PRIOR_PREFIX):
+            for path in self.run_dir.glob(f"{prefix}*.npz"):
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
         for path in self.run_dir.glob(".*.tmp"):
             path.unlink(missing_ok=True)
 
@@ -506,13 +620,17 @@ class Learner:
                 buffer.capacity,
                 self.cfg.buffer_capacity,
             )
-        sampler = UniformSampler(buffer, self.rows, seed=self.cfg.seed)
+        if meta.get("prior_file"):
+            self.prior_buffer = ReplayBuffer.load(
+                self.run_dir / meta["prior_file"], self.observation_space, self.action_dim
+            )
+        sampler = self._make_sampler(buffer)
         sampler.load_state_dict(meta["sampler"])
         self.agent.load_state_dict(state)
         self.buffer, self.sampler = buffer, sampler
         self.counters = LearnerCounters(**meta["counters"])
         self.actor_index = {(str(a), int(i)): int(index) for a, i, index in meta["actors"]}
-        self._remove_stale_files(keep=meta["replay_file"])
+        self._remove_stale_files(keep={meta["replay_file"], meta.get("prior_file")})
         logger.info(
             "resumed from %s: %d env steps, %d updates, %d transitions",
             path,

@@ -75,6 +75,10 @@ class TrainConfig:
     """Transitions in the buffer before the first update."""
     utd_ratio: float = 1.0
     """Agent updates per received env step."""
+    prior_data: Path | None = None
+    """Demos / offline dataset sampled 50/50 with online data (see `serl learner --help`)."""
+    offline_updates: int = 0
+    """Updates on the prior data alone before the actors' data is used."""
     publish_every: int = 10
     """The learner publishes the policy every this many updates."""
     sync: bool = True
@@ -153,6 +157,8 @@ def child_configs(
         weights_endpoint=f"tcp://127.0.0.1:{weights_port}",
         utd_ratio=cfg.utd_ratio,
         min_buffer=cfg.min_buffer,
+        prior_data=cfg.prior_data,
+        offline_updates=cfg.offline_updates,
         buffer_capacity=min(1_000_000, max(10_000, 2 * cfg.steps)),
         publish_every=cfg.publish_every,
         checkpoint_every_s=cfg.checkpoint_every_s,

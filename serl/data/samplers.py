@@ -72,7 +72,8 @@ def _interleave_obs(even: Obs, odd: Obs) -> Obs:
 
 
 class SymmetricSampler(_SeededSampler):
-    """RLPD symmetric sampling: even rows from `first`, odd rows from `second`."""
+    """RLPD symmetric sampling: even rows from `first` (online data), odd rows from `second`
+    (prior data: demos, offline data), which `Batch.prior` marks with 1.0."""
 
     def __init__(
         self, first: ReplayBuffer, second: ReplayBuffer, batch_size: int, seed: int | None
@@ -105,4 +106,5 @@ class SymmetricSampler(_SeededSampler):
             reward=_interleave(a.reward, b.reward),
             next_obs=_interleave_obs(a.next_obs, b.next_obs),
             terminated=_interleave(a.terminated, b.terminated),
+            prior=_interleave(torch.zeros_like(a.reward), torch.ones_like(b.reward)),
         )

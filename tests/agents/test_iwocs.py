@@ -1,0 +1,175 @@
+"""IWOCS (ALGORITHMS §7): exact tabular checks, the worst-case search, the deep agent."""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from serl.robust.search import cmaes_search, grid_search
+from serl.robust.tabular import (
+    policy_q,
+    robust_value_iteration,
+    tabular_iwocs,
+    value_iteration,
+)
+
+GAMMA = 0.9
+CHAIN = 6
+SLIP = (0.0, 0.3)
+
+
+def chain_kernel(params: dict[str, float]) -> np.ndarray:
+    """A chain: action 0 left, 1 right; with probability `slip` the robot falls back to 0."""
+    p = params["slip"]
+    kernel = np.zeros((CHAIN, 2, CHAIN))
+    for s in range(CHAIN):
+        kernel[s, 0, max(s - 1, 0)] += 1 - p
+        kernel[s, 1, min(s + 1, CHAIN - 1)] += 1 - p
+        kernel[s, :, 0] += p
+    return kernel
+
+
+def chain_reward() -> np.ndarray:
+    reward = np.zeros((CHAIN, 2))
+    reward[CHAIN - 1] = 1.0
+    return reward
+
+
+def run_chain_iwocs(**kw):
+    kw.setdefault("epsilon", 1e-6)
+    return tabular_iwocs(chain_kernel, chain_reward(), GAMMA, {"slip": SLIP}, {"slip": 0.0}, **kw)
+
+
+def robust_chain_q() -> np.ndarray:
+    grid = np.linspace(*SLIP, 61)
+    return robust_value_iteration([chain_kernel({"slip": p}) for p in grid], chain_reward(), GAMMA)
+
+
+def test_tabular_iwocs_stops_after_finding_the_worst_model():
+    result = run_chain_iwocs()
+    assert result.converged
+    assert len(result.models) == 2  # nominal, then the worst model; then the rule stops it
+    assert result.models[1]["slip"] == pytest.approx(SLIP[1])
+
+
+def test_tabular_iwocs_value_equals_robust_value_iteration():
+    result = run_chain_iwocs()
+    robust_v = robust_chain_q().max(axis=1)
+    np.testing.assert_allclose(result.q_functions[-1].max(axis=1), robust_v, atol=1e-7)
+    assert result.worst_value == pytest.approx(robust_v[0], abs=1e-7)
+
+
+def test_iwocs_q_functions_bound_the_robust_q_and_decrease():
+    result = run_chain_iwocs(epsilon=-1.0, max_models=4)  # never stops early: 4 models
+    q_robust = robust_chain_q()
+    assert len(result.q_functions) == 4
+    for q in result.q_functions:
+        assert (q >= q_robust - 1e-8).all()
+    for earlier, later in zip(result.q_functions, result.q_functions[1:], strict=False):
+        assert (later <= earlier + 1e-12).all()
+    assert (result.q_functions[0] > result.q_functions[1] + 1e-3).any()  # it did tighten
+
+
+def test_tabular_iwocs_with_cmaes_search_finds_the_same_worst_model():
+    result = run_chain_iwocs(method="cmaes", budget=60)
+    assert result.converged
+    assert result.models[-1]["slip"] == pytest.approx(SLIP[1], abs=1e-3)
+
+
+def test_policy_q_of_the_optimal_policy_is_q_star():
+    kernel, reward = chain_kernel({"slip": 0.1}), chain_reward()
+    q_star = value_iteration(kernel, reward, GAMMA)
+    np.testing.assert_allclose(policy_q(kernel, reward, GAMMA, q_star.argmax(1)), q_star, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------- search
+
+
+class PointMass(gym.Env):
+    """1-D point mass held at the origin by a fixed PD law against a sinusoidal push.
+
+    Friction and mass are set per episode; the closed loop resonates with the push near
+    mass 1.7, so the worst mass is inside the box and the worst friction is its low edge."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    dt = 0.05
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        params = (options or {}).get("params", {})
+        self.friction = params.get("friction", 1.0)
+        self.mass = params.get("mass", 1.0)
+        self.state = np.array([0.0, 0.0])
+        self.t = 0
+        return self.state.copy(), {}
+
+    def step(self, action):
+        x, v = self.state
+        push = 0.5 * np.sin(1.9 * self.t * self.dt)
+        force = 4.0 * float(action[0]) - self.friction * v + push
+        v = v + self.dt * force / self.mass
+        x = x + self.dt * v
+        self.state = np.array([x, v])
+        self.t += 1
+        return self.state.copy(), -(x**2), False, self.t >= 200, {}
+
+
+def fixed_policy(obs: np.ndarray) -> np.ndarray:
+    return np.clip([-1.5 * obs[0] - 0.3 * obs[1]], -1.0, 1.0)
+
+
+@functools.cache
+def _episode_return(friction: float, mass: float) -> float:
+    return _rollout({"friction": friction, "mass": mass})
+
+
+def episode_return(params: dict[str, float]) -> float:
+    return _episode_return(params["friction"], params["mass"])
+
+
+def _rollout(params: dict[str, float]) -> float:
+    env = PointMass()
+    obs, _ = env.reset(seed=0, options={"params": params})
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(fixed_policy(obs))
+        total, done = total + reward, terminated or truncated
+    return total
+
+
+BOX = {"friction": (0.2, 2.0), "mass": (0.5, 3.0)}
+FINE = 31
+
+
+def fine_grid_minimum() -> dict[str, float]:
+    return grid_search(episode_return, BOX, FINE).params
+
+
+def within_one_cell(found: dict[str, float], best: dict[str, float], cells: int) -> bool:
+    return all(
+        abs(found[k] - best[k]) <= (hi - lo) / (cells - 1) + 1e-9 for k, (lo, hi) in BOX.items()
+    )
+
+
+def test_cmaes_search_finds_the_grid_minimum_within_one_cell():
+    best = fine_grid_minimum()
+    found = cmaes_search(episode_return, BOX, evaluations=120, seed=0)
+    assert within_one_cell(found.params, best, FINE), (found.params, best)
+    grid_value = grid_search(episode_return, BOX, FINE).value
+    assert found.value <= grid_value + 0.01 * abs(grid_value)
+
+
+def test_coarse_grid_search_lands_within_one_coarse_cell_of_the_fine_minimum():
+    best = fine_grid_minimum()
+    coarse = grid_search(episode_return, BOX, 11)
+    assert len(coarse.evaluations) == 121
+    assert within_one_cell(coarse.params, best, 11)
+
+
+def test_grid_search_rejects_an_inverted_range():
+    with pytest.raises(ValueError, match="low 2.0 > high 1.0"):
+        grid_search(episode_return, {"mass": (2.0, 1.0)}, 3)

@@ -1,0 +1,163 @@
+"""DR-RPO (ALGORITHMS §8): the exact linear version and the deep agent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from serl.robust.linear_drrpo import (
+    LinearDRRPOConfig,
+    StepData,
+    backward_pass,
+    bonus,
+    evaluate_policy,
+    regularised_policy,
+    ridge_inverse,
+    tv_dual,
+    tv_worst_case,
+)
+
+
+def lp_worst_case(mu: np.ndarray, values: np.ndarray, radius: float) -> float:
+    """min_q qᵀV s.t. q in the simplex and ½‖q − μ‖₁ <= ρ, as an LP over (q, t), t >= |q − μ|."""
+    n = len(mu)
+    cost = np.concatenate([values, np.zeros(n)])
+    eye = np.eye(n)
+    a_ub = np.block([[eye, -eye], [-eye, -eye], [np.zeros((1, n)), np.ones((1, n))]])
+    b_ub = np.concatenate([mu, -mu, [2 * radius]])
+    a_eq = np.concatenate([np.ones(n), np.zeros(n)])[None]
+    res = linprog(cost, a_ub, b_ub, a_eq, [1.0], bounds=[(0, None)] * (2 * n), method="highs")
+    assert res.status == 0
+    return float(res.fun)
+
+
+def test_tv_dual_equals_the_linear_program_worst_case():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(2, 8))
+        mu = rng.dirichlet(np.ones(n) * rng.uniform(0.2, 2))
+        values = rng.uniform(0, 3, n)
+        radius = float(rng.uniform(0, 1))
+        assert tv_worst_case(mu, values, radius) == pytest.approx(
+            lp_worst_case(mu, values, radius), abs=1e-7
+        )
+
+
+def test_ridge_tv_dual_with_one_hot_features_is_the_worst_case_of_the_empirical_kernel():
+    rng = np.random.default_rng(1)
+    n_states, d, horizon = 5, 3, 4.0
+    values = rng.uniform(0, horizon, n_states)
+    factors = rng.integers(0, d, 600)
+    next_states = rng.integers(0, n_states, 600)
+    phi = np.eye(d)[factors]
+    radius = np.array([0.0, 0.2, 0.7])
+    nu = tv_dual(phi, values[next_states], values.min(), radius, ridge_inverse(phi, 1e-9), horizon)
+    for i in range(d):
+        empirical = np.bincount(next_states[factors == i], minlength=n_states).astype(float)
+        empirical /= empirical.sum()
+        assert nu[i] == pytest.approx(lp_worst_case(empirical, values, radius[i]), abs=1e-6)
+
+
+# A two-step linear MDP. Step 1 at s0: "risky" (factor 0) reaches g (V=1) or m (V=0.5) with
+# probability 1/2 each; "safe" (factor 1) reaches t (V=0.7). The adversary moves ρ mass to the
+# worst state m: risky is worth 0.75 − 0.5ρ, safe 0.7 − 0.2ρ, so the robust choice switches at
+# ρ* = 0.05 / 0.3 = 1/6.
+S0, G, M, T = range(4)
+RISKY, SAFE = 0, 1
+RHO_STAR = 1.0 / 6.0
+
+
+def switch_mdp() -> tuple[np.ndarray, np.ndarray, list[StepData], np.ndarray]:
+    features = np.zeros((4, 2, 3))
+    features[S0, RISKY, 0] = features[S0, SAFE, 1] = 1.0
+    features[G:, :, 2] = 1.0  # every other pair: factor 2 (leads to m)
+    rewards = np.zeros((2, 4, 2))
+    rewards[1, G], rewards[1, M], rewards[1, T], rewards[1, S0] = 1.0, 0.5, 0.7, 0.5
+    first = StepData(
+        states=np.array([S0] * 200 + [G] * 10),
+        actions=np.array([RISKY] * 100 + [SAFE] * 100 + [0] * 10),
+        next_states=np.array([G] * 50 + [M] * 50 + [T] * 100 + [M] * 10),
+    )
+    second = StepData(np.array([G, M, T]), np.array([0, 0, 0]), np.array([M, M, M]))
+    kernel = np.zeros((4, 2, 4))
+    kernel[S0, RISKY, G] = kernel[S0, RISKY, M] = 0.5
+    kernel[S0, SAFE, T] = 1.0
+    kernel[G:, :, M] = 1.0
+    return features, rewards, [first, second], kernel
+
+
+def solve(radius: float, temperature: float = 1e-3):
+    features, rewards, data, _ = switch_mdp()
+    cfg = LinearDRRPOConfig(horizon=2, radius=(radius,) * 3, ridge=1e-8, temperature=temperature)
+    return backward_pass(cfg, features, rewards, data, np.full((4, 2), 0.5))
+
+
+def test_robust_q_matches_the_analytic_values():
+    for radius in (0.0, 0.1, 0.4):
+        q = solve(radius).q[0, S0]
+        assert q[RISKY] == pytest.approx(max(0.5, 0.75 - 0.5 * radius), abs=1e-6)
+        assert q[SAFE] == pytest.approx(0.7 - 0.2 * radius, abs=1e-6)
+
+
+def test_robust_policy_switches_action_at_the_analytic_radius():
+    assert solve(RHO_STAR - 0.01).policy[0, S0].argmax() == RISKY
+    assert solve(RHO_STAR + 0.01).policy[0, S0].argmax() == SAFE
+    q = solve(RHO_STAR).q[0, S0]
+    assert q[RISKY] == pytest.approx(q[SAFE], abs=1e-6)
+
+
+def test_robust_policy_beats_the_non_robust_one_under_a_perturbed_kernel():
+    _, rewards, _, kernel = switch_mdp()
+    perturbed = kernel.copy()
+    perturbed[S0, RISKY] = [0, 0.2, 0.8, 0]  # 0.3 of the mass moved to m
+    perturbed[S0, SAFE] = [0, 0, 0.3, 0.7]
+    robust, nominal = solve(0.3).policy, solve(0.0).policy
+    robust_return = evaluate_policy(perturbed, rewards, robust)
+    nominal_return = evaluate_policy(perturbed, rewards, nominal)
+    assert robust_return == pytest.approx(0.64, abs=1e-3)
+    assert nominal_return == pytest.approx(0.60, abs=1e-3)
+    # ... while on the nominal kernel the non-robust policy is the better one
+    assert evaluate_policy(kernel, rewards, nominal) > evaluate_policy(kernel, rewards, robust)
+
+
+def test_softmax_policy_tends_to_argmax_and_to_the_reference():
+    rng = np.random.default_rng(2)
+    q = rng.normal(size=(6, 4))
+    pi_ref = rng.dirichlet(np.ones(4), size=6)
+    greedy = regularised_policy(q, pi_ref, 1e-6)
+    np.testing.assert_allclose(greedy, np.eye(4)[q.argmax(-1)], atol=1e-6)
+    np.testing.assert_allclose(regularised_policy(q, pi_ref, 1e6), pi_ref, atol=1e-5)
+    middle = regularised_policy(q, pi_ref, 1.0)
+    np.testing.assert_allclose(middle.sum(-1), 1.0)
+    assert np.abs(middle - pi_ref).max() > 1e-2 and np.abs(middle - greedy).max() > 1e-2
+
+
+def test_bonus_shrinks_like_one_over_sqrt_n_along_visited_directions():
+    d, beta, ridge = 3, 2.0, 1.0
+    visited, unvisited = np.eye(d)[0], np.eye(d)[2]
+    previous = None
+    for n in (25, 100, 400, 1600):
+        phi = np.concatenate([np.tile(np.eye(d)[0], (n, 1)), np.tile(np.eye(d)[1], (n, 1))])
+        lam_inv = ridge_inverse(phi, ridge)
+        gamma = bonus(visited, lam_inv, beta)
+        assert gamma == pytest.approx(beta / np.sqrt(n + ridge))
+        if previous is not None:
+            assert gamma / previous == pytest.approx(0.5, rel=0.02)  # 4x data -> half the bonus
+        previous = gamma
+        assert bonus(unvisited, lam_inv, beta) == pytest.approx(beta / np.sqrt(ridge))
+
+
+def test_bonus_makes_q_optimistic_and_is_capped_by_the_horizon():
+    features, rewards, data, _ = switch_mdp()
+    base = LinearDRRPOConfig(horizon=2, radius=(0.1,) * 3, ridge=1.0)
+    plain = backward_pass(base, features, rewards, data, np.full((4, 2), 0.5))
+    cfg = LinearDRRPOConfig(horizon=2, radius=(0.1,) * 3, ridge=1.0, bonus_scale=100.0)
+    optimistic = backward_pass(cfg, features, rewards, data, np.full((4, 2), 0.5))
+    assert (optimistic.q >= plain.q - 1e-12).all()
+    assert optimistic.q[0].max() == pytest.approx(2.0) and optimistic.q[1].max() == 1.0
+
+
+def test_config_rejects_a_radius_outside_the_unit_interval():
+    with pytest.raises(ValueError, match="radius=\\(1.5,\\)"):
+        LinearDRRPOConfig(horizon=2, radius=(1.5,))

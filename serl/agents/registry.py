@@ -15,6 +15,7 @@ import numpy as np
 from torch import Tensor
 
 from serl.agents.bc import BCAgent, BCConfig
+from serl.agents.h2o import H2OAgent, H2OConfig
 from serl.agents.sac import SACAgent, SACConfig
 from serl.data.batch import Batch
 
@@ -59,6 +60,9 @@ AGENTS: dict[str, AgentSpec] = {
         "SAC on pixels with random-shift augmentation (DrQ, SERL's settings)",
     ),
     "bc": AgentSpec(BCConfig, BCAgent, BCConfig, "behaviour cloning (tanh-Gaussian likelihood)"),
+    "h2o": AgentSpec(
+        H2OConfig, H2OAgent, H2OConfig, "H2O: sim data weighted by learned dynamics ratios"
+    ),
 }
 
 

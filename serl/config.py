@@ -37,8 +37,20 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
         raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(names)}")
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value)
+        hint = hints[name]
+        if name == "agent_cfg" and isinstance(data.get("agent"), str):
+            hint = _agent_config_type(data["agent"], hint)
+        kwargs[name] = _coerce(hint, value)
     return cls(**kwargs)
+
+
+def _agent_config_type(agent: str, default: Any) -> Any:
+    """The config class of agent preset `agent` (DR-RPO, IWOCS, BC have their own), so a
+    saved `agent_cfg` comes back as that class whatever the field's declared type."""
+    from serl.agents.registry import AGENTS  # lazy: the agents import this module
+
+    spec = AGENTS.get(agent)
+    return spec.config_type if spec is not None else default
 
 
 def _coerce(hint: Any, value: Any) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 from torch import Tensor
 
 from serl.agents.bc import BCAgent, BCConfig
+from serl.agents.drrpo import DRRPOAgent, DRRPOConfig
 from serl.agents.h2o import H2OAgent, H2OConfig
 from serl.agents.sac import SACAgent, SACConfig
 from serl.data.batch import Batch
@@ -62,6 +63,9 @@ AGENTS: dict[str, AgentSpec] = {
     "bc": AgentSpec(BCConfig, BCAgent, BCConfig, "behaviour cloning (tanh-Gaussian likelihood)"),
     "h2o": AgentSpec(
         H2OConfig, H2OAgent, H2OConfig, "H2O: sim data weighted by learned dynamics ratios"
+    ),
+    "drrpo": AgentSpec(
+        DRRPOConfig, DRRPOAgent, DRRPOConfig, "SAC with KL-to-reference and a TV-robust target"
     ),
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from scipy.optimize import linprog
@@ -161,3 +163,168 @@ def test_bonus_makes_q_optimistic_and_is_capped_by_the_horizon():
 def test_config_rejects_a_radius_outside_the_unit_interval():
     with pytest.raises(ValueError, match="radius=\\(1.5,\\)"):
         LinearDRRPOConfig(horizon=2, radius=(1.5,))
+
+
+# ----------------------------------------------------------------------------- deep variant
+
+import gymnasium as gym  # noqa: E402
+import torch  # noqa: E402
+
+from serl.agents.drrpo import DRRPOAgent, DRRPOConfig, tv_dual_loss, tv_robust_value  # noqa: E402
+from serl.agents.registry import AGENTS  # noqa: E402
+from serl.agents.sac import SACAgent, SACConfig  # noqa: E402
+from serl.checkpoint import save_checkpoint  # noqa: E402
+from serl.data.batch import Batch  # noqa: E402
+
+STATE = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+ACTION = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+def random_batch(n: int, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        obs=torch.randn(n, 3, generator=g),
+        action=torch.rand(n, 1, generator=g) * 2 - 1,
+        reward=torch.randn(n, generator=g),
+        next_obs=torch.randn(n, 3, generator=g),
+        terminated=(torch.rand(n, generator=g) < 0.1).float(),
+    )
+
+
+def bandit_batch(rng: np.random.Generator, n: int = 256) -> Batch:
+    """One-step bandit r = −(a − 0.5)² on random actions, state zero (3 dims)."""
+    action = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
+    reward = -((action[:, 0] - 0.5) ** 2)
+    zeros = torch.zeros(n, 3)
+    return Batch(zeros, torch.from_numpy(action), torch.from_numpy(reward), zeros, torch.ones(n))
+
+
+def test_learned_dual_reaches_the_tv_worst_case_of_a_discrete_kernel():
+    """Dual ascent on samples of V(s') gives η = the (1−ρ)-quantile and the robust value of
+    the deep target equals the exact TV worst case (the linear module's dual)."""
+    values = np.array([0.0, 1.0, 2.0, 5.0])
+    mu = np.array([0.1, 0.3, 0.4, 0.2])
+    radius = 0.25
+    rng = np.random.default_rng(0)
+    samples = torch.as_tensor(rng.choice(values, size=4000, p=mu), dtype=torch.float32)
+    eta = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([eta], lr=0.05)
+    for _ in range(400):
+        optimizer.zero_grad()
+        tv_dual_loss(samples, eta.expand_as(samples), radius).backward()
+        optimizer.step()
+    # The slope of the dual, P(V > η) − ρ, is 0.35 below 2 and −0.05 above: the maximiser is 2.
+    assert eta.item() == pytest.approx(2.0, abs=0.05)
+    robust = tv_robust_value(samples, eta.detach(), samples.min(), radius).mean().item()
+    assert robust == pytest.approx(tv_worst_case(mu, values, radius), abs=0.03)
+
+
+def test_zero_radius_uniform_reference_target_is_sac_with_fixed_temperature():
+    lam = 0.2
+    drrpo = DRRPOAgent(
+        DRRPOConfig(hidden_dims=(32,), batch_size=64, kl_weight=lam, tv_radius=0.0),
+        STATE,
+        ACTION,
+        seed=3,
+    )
+    sac = SACAgent(
+        SACConfig(hidden_dims=(32,), batch_size=64, init_temperature=lam), STATE, ACTION, seed=3
+    )
+    mb = random_batch(64)
+    shift = lam * np.log(2.0)  # KL(π‖U) = log π + |A| log 2
+    captured = {}
+    for name, agent in (("drrpo", drrpo), ("sac", sac)):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            a2, logp2 = agent.actor.sample(mb.next_obs, g)
+        agent._critic_step(mb, (a2, logp2))
+        captured[name] = [p.detach().clone() for p in agent.critic.parameters()]
+    # Same init, same batch, same next actions: the targets differ by γ(1−d)·λ|A|log 2 only,
+    # so with that shift added to the rewards SAC takes exactly DR-RPO's critic step.
+    sac2 = SACAgent(
+        SACConfig(hidden_dims=(32,), batch_size=64, init_temperature=lam), STATE, ACTION, seed=3
+    )
+    shifted = Batch(
+        mb.obs, mb.action, mb.reward - 0.99 * (1 - mb.terminated) * shift, mb.next_obs,
+        mb.terminated,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        a2, logp2 = sac2.actor.sample(mb.next_obs, g)
+    sac2._critic_step(shifted, (a2, logp2))
+    for ours, theirs in zip(captured["drrpo"], sac2.critic.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs.detach(), rtol=1e-5, atol=1e-6)
+    assert any(
+        not torch.allclose(a, b) for a, b in zip(captured["drrpo"], captured["sac"], strict=True)
+    )
+
+
+def test_robust_target_is_more_pessimistic_than_the_nominal_one():
+    q_means = {}
+    for radius in (0.0, 0.3):
+        cfg = DRRPOConfig(hidden_dims=(32, 32), batch_size=128, tv_radius=radius, discount=0.9)
+        agent = DRRPOAgent(cfg, STATE, ACTION, seed=0)
+        for step in range(150):
+            info = agent.update(random_batch(128, seed=step % 10))
+        q_means[radius] = info["critic/q_mean"]
+        assert all(np.isfinite(v) for v in info.values())
+    assert info["critic/robust_gap"] > 0
+    assert q_means[0.3] < q_means[0.0] - 0.03
+
+
+def bandit_mean_action(agent: DRRPOAgent) -> float:
+    with torch.no_grad():
+        actions, _ = agent.actor.sample(torch.zeros(5000, 3), torch.Generator().manual_seed(0))
+    return actions.mean().item()
+
+
+def reference_checkpoint(tmp_path, mean_action: float) -> str:
+    """A SAC checkpoint on Pendulum-v1's spaces (3-D state, 1-D action) acting near a value."""
+    cfg = SACConfig(hidden_dims=(32,))
+    agent = SACAgent(cfg, STATE, ACTION, seed=0)
+    with torch.no_grad():
+        agent.actor.mean.weight.zero_()
+        agent.actor.mean.bias.fill_(float(np.arctanh(mean_action)))
+        agent.actor.log_std.weight.zero_()
+        agent.actor.log_std.bias.fill_(np.log(0.1))
+    from serl.config import config_to_dict
+
+    path = tmp_path / "reference.safetensors"
+    config = {"env": "Pendulum-v1", "agent": "sac", "agent_cfg": config_to_dict(cfg)}
+    save_checkpoint(path, agent.state_dict(), config=config, config_hash="0", metadata={})
+    return str(path)
+
+
+def train_bandit(cfg: DRRPOConfig, steps: int = 400) -> DRRPOAgent:
+    agent = DRRPOAgent(cfg, STATE, ACTION, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        agent.update(bandit_batch(rng))
+    return agent
+
+
+def test_small_kl_weight_is_greedy_and_large_weight_follows_the_reference(tmp_path):
+    base = DRRPOConfig(hidden_dims=(64, 64), actor_lr=1e-3, critic_lr=1e-3)
+    greedy = train_bandit(DRRPOConfig(**{**vars(base), "kl_weight": 0.01}))
+    assert bandit_mean_action(greedy) == pytest.approx(0.5, abs=0.07)
+    ref = reference_checkpoint(tmp_path, -0.5)
+    anchored = train_bandit(
+        DRRPOConfig(**{**vars(base), "kl_weight": 10.0, "reference_checkpoint": ref})
+    )
+    assert bandit_mean_action(anchored) == pytest.approx(-0.5, abs=0.1)
+
+
+def test_state_dict_round_trip_gives_identical_updates():
+    cfg = DRRPOConfig(hidden_dims=(32,), batch_size=32, tv_radius=0.2)
+    agent = DRRPOAgent(cfg, STATE, ACTION, seed=1)
+    agent.update(random_batch(32, 0))
+    clone = DRRPOAgent(cfg, STATE, ACTION, seed=99)
+    clone.load_state_dict(copy.deepcopy(agent.state_dict()))  # optimizer state is not copied
+    assert agent.update(random_batch(32, 1)) == clone.update(random_batch(32, 1))
+
+
+def test_drrpo_is_registered_with_its_config():
+    spec = AGENTS["drrpo"]
+    assert spec.agent_type is DRRPOAgent and isinstance(spec.default_config(), DRRPOConfig)
+    with pytest.raises(ValueError, match="tv_radius=1.5"):
+        DRRPOConfig(tv_radius=1.5)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from serl.agents.bc import BCAgent, BCConfig
 from serl.agents.drrpo import DRRPOAgent, DRRPOConfig
+from serl.agents.iwocs import IWOCSAgent, IWOCSConfig
 from serl.agents.h2o import H2OAgent, H2OConfig
 from serl.agents.sac import SACAgent, SACConfig
 from serl.data.batch import Batch
@@ -66,6 +67,9 @@ AGENTS: dict[str, AgentSpec] = {
     ),
     "drrpo": AgentSpec(
         DRRPOConfig, DRRPOAgent, DRRPOConfig, "SAC with KL-to-reference and a TV-robust target"
+    ),
+    "iwocs": AgentSpec(
+        IWOCSConfig, IWOCSAgent, IWOCSConfig, "one IWOCS model: SAC + Q head + dynamics predictor"
     ),
 }
 

@@ -173,3 +173,166 @@ def test_coarse_grid_search_lands_within_one_coarse_cell_of_the_fine_minimum():
 def test_grid_search_rejects_an_inverted_range():
     with pytest.raises(ValueError, match="low 2.0 > high 1.0"):
         grid_search(episode_return, {"mass": (2.0, 1.0)}, 3)
+
+
+# ----------------------------------------------------------------------------- deep IWOCS
+
+import copy  # noqa: E402
+
+import torch  # noqa: E402
+
+from serl.agents.iwocs import IWOCSAgent, IWOCSConfig  # noqa: E402
+from serl.agents.iwocs_policy import CompositePolicy, ModelComponent  # noqa: E402
+from serl.agents.registry import AGENTS  # noqa: E402
+from serl.checkpoint import save_checkpoint  # noqa: E402
+from serl.config import config_to_dict  # noqa: E402
+from serl.data.batch import Batch  # noqa: E402
+
+STATE = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+ACTION = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+def fixed_component(q_value: float, action: float, drift: float, radius: float) -> ModelComponent:
+    """A model whose Q head is constant, policy constant and predictor s' = s + drift."""
+    c = ModelComponent(STATE, ACTION, (8,), num_params=1)
+    with torch.no_grad():
+        for p in c.parameters():
+            p.zero_()
+        c.q_head.net[-1].bias.fill_(q_value)
+        c.predictor.net[-1].bias.fill_(drift)
+        c.policy.head.mean.bias.fill_(float(np.arctanh(action)))
+        c.radius.fill_(radius)
+    return c
+
+
+def test_composite_acts_with_the_lowest_value_valid_model_and_falls_back():
+    high = fixed_component(q_value=5.0, action=0.5, drift=0.0, radius=0.1)
+    low = fixed_component(q_value=1.0, action=-0.5, drift=1.0, radius=0.1)
+    fallback = copy.deepcopy(high.policy)
+    with torch.no_grad():
+        fallback.head.mean.bias.fill_(float(np.arctanh(0.9)))
+    policy = CompositePolicy([high, low], fallback)
+    s0 = np.zeros(2, np.float32)
+    # First step: every model is valid, the lowest value (model 1) acts.
+    assert policy.act(s0, deterministic=True)[0] == pytest.approx(-0.5, abs=1e-5)
+    assert policy.last_choice == 1
+    # s' = s: only model 0 (no drift) explains it.
+    assert policy.act(s0, deterministic=True)[0] == pytest.approx(0.5, abs=1e-5)
+    assert policy.last_choice == 0
+    # s' = s + 3: neither model explains it -> the domain-randomised fallback.
+    assert policy.act(s0 + 3.0, deterministic=True)[0] == pytest.approx(0.9, abs=1e-5)
+    assert policy.last_choice == -1
+    # s' = s + 1: model 1 is valid again.
+    policy.act(s0 + 4.0, deterministic=True)
+    assert policy.last_choice == 1
+    policy.reset_episode()
+    assert policy.valid_models(torch.zeros(1, 2)).all()
+
+
+def test_exploration_uses_the_newest_models_own_policy():
+    older = fixed_component(q_value=-5.0, action=0.5, drift=0.0, radius=1e9)
+    newest = fixed_component(q_value=5.0, action=-0.5, drift=0.0, radius=1e9)
+    with torch.no_grad():
+        newest.policy.head.log_std.bias.fill_(-10.0)  # nearly deterministic samples
+    policy = CompositePolicy([older, newest])
+    action = policy.act(np.zeros(2, np.float32), deterministic=False)
+    assert action[0] == pytest.approx(-0.5, abs=1e-3) and policy.last_choice == 1
+
+
+def linear_system_batch(rng: np.random.Generator, n: int = 128) -> Batch:
+    """s' = s + 0.2·a (both state dims), reward 1, every step terminal."""
+    obs = rng.normal(size=(n, 2)).astype(np.float32)
+    action = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
+    next_obs = obs + 0.2 * action
+    return Batch(
+        torch.from_numpy(obs),
+        torch.from_numpy(action),
+        torch.ones(n),
+        torch.from_numpy(next_obs),
+        torch.ones(n),
+    )
+
+
+def iwocs_config(**kw) -> IWOCSConfig:
+    base = dict(
+        hidden_dims=(32, 32),
+        batch_size=128,
+        param_names=("friction",),
+        model_params=(0.5,),
+        predictor_lr=3e-3,
+        q_head_lr=3e-3,
+        validity_ema=0.1,
+    )
+    return IWOCSConfig(**{**base, **kw})
+
+
+def test_agent_learns_the_dynamics_predictor_and_the_unregularised_q_head():
+    agent = IWOCSAgent(iwocs_config(), STATE, ACTION, seed=0)
+    rng = np.random.default_rng(0)
+    first = agent.update(linear_system_batch(rng))
+    for _ in range(300):
+        info = agent.update(linear_system_batch(rng))
+    assert info["iwocs/predictor_l1"] < 0.2 * first["iwocs/predictor_l1"]
+    assert info["iwocs/q_head_mean"] == pytest.approx(1.0, abs=0.1)  # r = 1, terminal: Q = 1
+    radius = agent.composite.newest.radius.item()
+    assert 0 < radius < 0.5 and radius == pytest.approx(info["iwocs/validity_radius"])
+
+
+def test_policy_state_loads_into_the_actor_side_composite_and_acts_the_same():
+    cfg = iwocs_config()
+    agent = IWOCSAgent(cfg, STATE, ACTION, seed=0)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        agent.update(linear_system_batch(rng))
+    actor = cfg.make_actor_policy(STATE, ACTION)
+    actor.load_state_dict(agent.policy_state(), strict=True)
+    obs = rng.normal(size=2).astype(np.float32)
+    np.testing.assert_array_equal(
+        actor.act(obs, deterministic=True), agent.act(obs, deterministic=True)
+    )
+    assert actor.newest.params.tolist() == [0.5]
+
+
+def save_agent(agent: IWOCSAgent, path) -> None:
+    config = {"env": "test", "agent": "iwocs", "agent_cfg": config_to_dict(agent.cfg)}
+    save_checkpoint(path, agent.state_dict(), config=config, config_hash="0", metadata={})
+
+
+def test_next_iteration_carries_the_previous_models_and_their_registry(tmp_path):
+    rng = np.random.default_rng(2)
+    first = IWOCSAgent(iwocs_config(), STATE, ACTION, seed=0)
+    for _ in range(5):
+        first.update(linear_system_batch(rng))
+    save_agent(first, tmp_path / "model0.safetensors")
+    cfg = iwocs_config(
+        prior_models=1, previous_checkpoint=tmp_path / "model0.safetensors", model_params=(1.5,)
+    )
+    second = IWOCSAgent(cfg, STATE, ACTION, seed=1)
+    assert len(second.composite.components) == 2
+    prior, newest = second.composite.components
+    assert prior.params.tolist() == [0.5] and newest.params.tolist() == [1.5]
+    for a, b in zip(prior.parameters(), first.composite.newest.parameters(), strict=True):
+        assert torch.equal(a, b)
+    frozen = [p.detach().clone() for p in prior.parameters()]
+    for _ in range(3):
+        second.update(linear_system_batch(rng))
+    for a, b in zip(prior.parameters(), frozen, strict=True):
+        assert torch.equal(a, b)  # earlier models are not trained again
+    actor = cfg.make_actor_policy(STATE, ACTION)
+    actor.load_state_dict(second.policy_state(), strict=True)
+
+
+def test_iwocs_state_dict_round_trip_gives_identical_updates():
+    rng = np.random.default_rng(3)
+    agent = IWOCSAgent(iwocs_config(), STATE, ACTION, seed=0)
+    agent.update(linear_system_batch(rng))
+    clone = IWOCSAgent(iwocs_config(), STATE, ACTION, seed=7)
+    clone.load_state_dict(copy.deepcopy(agent.state_dict()))
+    batch = linear_system_batch(rng)
+    assert agent.update(batch) == clone.update(batch)
+
+
+def test_iwocs_is_registered_and_refuses_priors_without_a_checkpoint():
+    assert AGENTS["iwocs"].agent_type is IWOCSAgent
+    with pytest.raises(ValueError, match="prior_models=2 needs previous_checkpoint"):
+        IWOCSConfig(prior_models=2)

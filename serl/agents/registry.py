@@ -16,8 +16,8 @@ from torch import Tensor
 
 from serl.agents.bc import BCAgent, BCConfig
 from serl.agents.drrpo import DRRPOAgent, DRRPOConfig
-from serl.agents.iwocs import IWOCSAgent, IWOCSConfig
 from serl.agents.h2o import H2OAgent, H2OConfig
+from serl.agents.iwocs import IWOCSAgent, IWOCSConfig
 from serl.agents.sac import SACAgent, SACConfig
 from serl.data.batch import Batch
 

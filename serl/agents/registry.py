@@ -18,6 +18,7 @@ from serl.agents.bc import BCAgent, BCConfig
 from serl.agents.drrpo import DRRPOAgent, DRRPOConfig
 from serl.agents.h2o import H2OAgent, H2OConfig
 from serl.agents.iwocs import IWOCSAgent, IWOCSConfig
+from serl.agents.moorl import MOORLAgent, MOORLConfig
 from serl.agents.sac import SACAgent, SACConfig
 from serl.data.batch import Batch
 
@@ -64,6 +65,9 @@ AGENTS: dict[str, AgentSpec] = {
     "bc": AgentSpec(BCConfig, BCAgent, BCConfig, "behaviour cloning (tanh-Gaussian likelihood)"),
     "h2o": AgentSpec(
         H2OConfig, H2OAgent, H2OConfig, "H2O: sim data weighted by learned dynamics ratios"
+    ),
+    "moorl": AgentSpec(
+        MOORLConfig, MOORLAgent, MOORLConfig, "MOORL: SAC in a Reptile loop over offline/online"
     ),
     "drrpo": AgentSpec(
         DRRPOConfig, DRRPOAgent, DRRPOConfig, "SAC with KL-to-reference and a TV-robust target"

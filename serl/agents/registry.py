@@ -16,6 +16,7 @@ from torch import Tensor
 
 from serl.agents.bc import BCAgent, BCConfig
 from serl.agents.drrpo import DRRPOAgent, DRRPOConfig
+from serl.agents.famo2o import FamO2OAgent, FamO2OConfig
 from serl.agents.h2o import H2OAgent, H2OConfig
 from serl.agents.iwocs import IWOCSAgent, IWOCSConfig
 from serl.agents.moorl import MOORLAgent, MOORLConfig
@@ -68,6 +69,12 @@ AGENTS: dict[str, AgentSpec] = {
     ),
     "moorl": AgentSpec(
         MOORLConfig, MOORLAgent, MOORLConfig, "MOORL: SAC in a Reptile loop over offline/online"
+    ),
+    "famo2o": AgentSpec(
+        FamO2OConfig,
+        FamO2OAgent,
+        FamO2OConfig,
+        "FamO2O: IQL universal policy with a state-adaptive balance model",
     ),
     "drrpo": AgentSpec(
         DRRPOConfig, DRRPOAgent, DRRPOConfig, "SAC with KL-to-reference and a TV-robust target"

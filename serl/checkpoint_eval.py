@@ -98,6 +98,7 @@ def evaluate_policy(
                 lambda obs: loaded.policy.act(obs, deterministic=True),
                 episodes=episodes,
                 seed=seed,
+                on_reset=getattr(loaded.policy, "reset_episode", None),
             )
     finally:
         env.close()

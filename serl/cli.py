@@ -254,7 +254,11 @@ def _keys(args: list[str]) -> int:
 
 
 # Subcommands defined beside the code they drive; importing a module registers its commands.
-COMMAND_MODULES: tuple[str, ...] = ("serl.teleop.commands", "serl.rewards.commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "serl.teleop.commands",
+    "serl.rewards.commands",
+    "serl.robust.commands",
+)
 
 
 def _load_command_modules() -> None:

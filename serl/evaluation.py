@@ -17,11 +17,16 @@ def evaluate(
     *,
     episodes: int,
     seed: int,
+    on_reset: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Mean/std return, mean length and success rate over `episodes` seeded episodes."""
+    """Mean/std return, mean length and success rate over `episodes` seeded episodes.
+
+    `on_reset` runs at every episode start (a stateful policy's `reset_episode`)."""
     returns, lengths, successes = [], [], []
     for episode in range(episodes):
         obs, info = env.reset(seed=seed + episode)
+        if on_reset is not None:
+            on_reset()
         total, length, done = 0.0, 0, False
         while not done:
             obs, reward, terminated, truncated, info = env.step(act(obs))

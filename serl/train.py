@@ -61,6 +61,9 @@ class TrainError(RuntimeError):
 class TrainConfig:
     env: str = "Pendulum-v1"
     """Environment id: a gymnasium id or a prefixed one (sim:..., dmc:...)."""
+    env_params: dict[str, float] = field(default_factory=dict)
+    """Dynamics parameters of the actors' `sim:` envs (e.g. {"friction": 0.5}; IWOCS sets the
+    model it solves); empty: the env's own."""
     agent: str = "sac"
     """Agent preset: sac, rlpd or drq (sets the defaults of --agent-cfg.*)."""
     agent_cfg: SACConfig = field(default_factory=SACConfig)
@@ -180,6 +183,7 @@ def child_configs(
     actors = [
         ActorConfig(
             env=cfg.env,
+            env_params=dict(cfg.env_params),
             agent=cfg.agent,
             agent_cfg=cfg.agent_cfg,
             data_port=data_port,

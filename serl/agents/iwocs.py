@@ -126,7 +126,8 @@ class IWOCSAgent(SACAgent):
         self.predictor_optimizer = torch.optim.Adam(
             self.predictor.parameters(), lr=cfg.predictor_lr
         )
-        self.error_quantile = float("nan")
+        self.error_quantile = -1.0
+        """Running quantile of the predictor's L1 error; −1 before the first update."""
 
     def _load_priors(self) -> None:
         cfg = self.cfg
@@ -184,7 +185,7 @@ class IWOCSAgent(SACAgent):
         loss.backward()
         self.predictor_optimizer.step()
         quantile = float(torch.quantile(errors.detach(), self.cfg.validity_quantile))
-        if np.isnan(self.error_quantile):
+        if self.error_quantile < 0:
             self.error_quantile = quantile
         else:
             self.error_quantile += self.cfg.validity_ema * (quantile - self.error_quantile)

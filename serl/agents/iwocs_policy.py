@@ -29,6 +29,10 @@ from serl.agents.policy import ActorPolicy, obs_to_tensor
 from serl.agents.sac import SACConfig, action_dim_of, make_policy
 from serl.nets.mlp import MLP
 
+UNCALIBRATED_RADIUS = 1e6
+"""ρ of a model before its predictor is calibrated: valid everywhere. Finite, because actors
+refuse weights that hold NaN/Inf."""
+
 
 def state_dim_of(space: gym.Space) -> int:
     if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
@@ -60,8 +64,8 @@ class ModelComponent(nn.Module):
         """Q^π without entropy terms: the value used for the min over models."""
         self.predictor = MLP(obs_dim + action_dim, hidden_dims, obs_dim)
         """T̂_j: predicts s' − s from (s, a); trained with an L1 loss."""
-        self.register_buffer("radius", torch.tensor(float("inf")))
-        """ρ_j of the validity test (calibrated while training; inf until then)."""
+        self.register_buffer("radius", torch.tensor(UNCALIBRATED_RADIUS))
+        """ρ_j of the validity test (calibrated while training)."""
         self.register_buffer("params", torch.zeros(num_params))
         """This model's dynamics parameters (names in the config's `param_names`)."""
 

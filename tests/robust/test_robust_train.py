@@ -1,0 +1,96 @@
+"""DR-RPO and IWOCS through the actor-learner path (`serl train`), resume, eval-robust."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from serl.agents.iwocs import IWOCSConfig
+from serl.checkpoint import read_checkpoint
+from serl.cli import main
+from serl.metrics import read_metrics
+from serl.train import TrainConfig, train
+
+REACH = "sim:PandaReach-v0"
+
+
+def finite_update_metrics(run: Path, prefix: str) -> dict[str, float]:
+    records = [r for r in read_metrics(run / "metrics.jsonl") if prefix in r]
+    assert records, f"no {prefix} metric in {run}/metrics.jsonl"
+    last = records[-1]
+    values = {k: v for k, v in last.items() if isinstance(v, float)}
+    assert all(math.isfinite(v) for v in values.values()), values
+    return values
+
+
+@pytest.mark.timeout(180)
+def test_drrpo_trains_through_learner_and_actors_and_resumes(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    flags = [
+        "train", "--agent", "drrpo", "--actors", "1", "--random-steps", "100",
+        "--min-buffer", "100", "--agent-cfg.hidden-dims", "16", "--agent-cfg.batch-size", "16",
+        "--agent-cfg.tv-radius", "0.2", "--eval-episodes", "1", "--run-dir", str(run),
+        "--no-progress", "--log-every-s", "0.2",
+    ]  # fmt: skip
+    assert main([*flags, "--steps", "300"]) == 0, capsys.readouterr().out
+    header, _ = read_checkpoint(run / "checkpoint.safetensors")
+    assert header["config"]["agent"] == "drrpo"
+    assert header["config"]["agent_cfg"]["tv_radius"] == 0.2
+    metrics = finite_update_metrics(run, "critic/dual_eta")
+    assert "actor/kl_to_reference" in metrics
+    assert main([*flags, "--steps", "500", "--resume"]) == 0, capsys.readouterr().out
+    header, _ = read_checkpoint(run / "checkpoint.safetensors")
+    assert header["metadata"]["counters"]["env_steps"] == 500
+    assert "final evaluation of the checkpoint's policy" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(180)
+def test_iwocs_iteration_trains_on_its_model_and_evaluates_over_a_grid(
+    tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "run"
+    agent_cfg = IWOCSConfig(
+        hidden_dims=(16,),
+        batch_size=16,
+        param_names=("friction", "object_mass"),
+        model_params=(0.6, 1.5),
+    )
+    cfg = TrainConfig(
+        env=REACH,
+        env_params={"friction": 0.6, "object_mass": 1.5},
+        agent="iwocs",
+        agent_cfg=agent_cfg,
+        actors=1,
+        steps=300,
+        random_steps=100,
+        min_buffer=100,
+        eval_episodes=1,
+        log_every_s=0.2,
+        run_dir=run,
+        progress=False,
+    )
+    result = train(cfg)
+    assert result.final_eval is not None and math.isfinite(result.final_eval["eval/return_mean"])
+    metrics = finite_update_metrics(run, "iwocs/predictor_l1")
+    assert metrics["iwocs/validity_radius"] > 0
+    actor_cfg = json.loads((run / "configs" / "actor-0.json").read_text())
+    assert actor_cfg["env_params"] == {"friction": 0.6, "object_mass": 1.5}
+    _, state = read_checkpoint(result.checkpoint)
+    assert state["policy"]["components.0.params"].tolist() == pytest.approx([0.6, 1.5])
+
+    png = tmp_path / "grid.png"
+    box = "friction=0.5:1.5,object_mass=0.5:2"
+    code = main([
+        "eval-robust", str(result.checkpoint), "--uncertainty", box, "--grid", "2",
+        "--episodes", "1", "--png", str(png), "--json", str(tmp_path / "g.json"),
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "worst-case return" in out and "average return" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figures = json.loads((tmp_path / "g.json").read_text())
+    assert len(figures["points"]) == 4
+    assert figures["worst_return"] == min(p["return"] for p in figures["points"])

@@ -67,3 +67,20 @@ def _eval_robust(args: list[str]) -> int:
         )
         print(f"wrote {opts.json}")
     return 0
+
+
+@command("iwocs", "IWOCS: solve models, search the worst one, repeat (one train run per model)")
+def _iwocs(args: list[str]) -> int:
+    import tyro
+
+    from serl.robust.iwocs import REGISTRY_NAME, IWOCSRunConfig, run_iwocs
+
+    cfg = tyro.cli(IWOCSRunConfig, args=args, prog="serl iwocs", description=_iwocs.__doc__)
+    registry = run_iwocs(cfg)
+    print(f"\nIWOCS on {cfg.env} over {cfg.uncertainty}: {len(registry)} model(s)")
+    for i, record in enumerate(registry):
+        found = "" if record.search_value is None else f"; worst found V={record.search_value:.2f}"
+        print(f"  model {i}: {record.params} (validity scale {record.validity_scale}){found}")
+    print(f"registry:   {cfg.run_dir / REGISTRY_NAME}")
+    print(f"checkpoint: {registry[-1].checkpoint} (holds every model; try serl eval-robust)")
+    return 0

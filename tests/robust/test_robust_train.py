@@ -94,3 +94,48 @@ def test_iwocs_iteration_trains_on_its_model_and_evaluates_over_a_grid(
     figures = json.loads((tmp_path / "g.json").read_text())
     assert len(figures["points"]) == 4
     assert figures["worst_return"] == min(p["return"] for p in figures["points"])
+
+
+@pytest.mark.timeout(240)
+def test_iwocs_outer_loop_trains_on_the_found_worst_model_and_keeps_the_registry(
+    tmp_path: Path,
+) -> None:
+    from serl.agents.sac import SACConfig
+    from serl.robust.iwocs import IWOCSRunConfig, read_registry, run_iwocs
+
+    cfg = IWOCSRunConfig(
+        env=REACH,
+        uncertainty="friction=0.5:1.5,object_mass=0.5:2",
+        max_models=2,
+        epsilon=-1.0,  # never met: exactly max_models models
+        search="grid",
+        search_budget=4,
+        search_episodes=1,
+        validity_scales=(1.0, 4.0),
+        train=TrainConfig(
+            agent_cfg=SACConfig(hidden_dims=(16,), batch_size=16),
+            actors=1,
+            steps=200,
+            random_steps=100,
+            min_buffer=100,
+            eval_episodes=1,
+            progress=False,
+        ),
+        run_dir=tmp_path / "iwocs",
+    )
+    registry = run_iwocs(cfg)
+    saved = read_registry(tmp_path / "iwocs")
+    assert len(registry) == len(saved) == 2
+    assert saved[0]["params"] == {"friction": 1.0, "object_mass": 1.25}  # the box centre
+    assert saved[1]["params"] == saved[0]["search_params"]  # trained on the worst model found
+    assert saved[0]["search_params"] in [
+        {"friction": f, "object_mass": m} for f in (0.5, 1.5) for m in (0.5, 2.0)
+    ]  # a 2x2 grid: the corners
+    assert all(r["validity_scale"] in (1.0, 4.0) for r in saved)
+    _, state = read_checkpoint(Path(saved[-1]["checkpoint"]))
+    registry_params = [[r["params"]["friction"], r["params"]["object_mass"]] for r in saved]
+    for j, params in enumerate(registry_params):
+        assert state["policy"][f"components.{j}.params"].tolist() == pytest.approx(params)
+    _, first = read_checkpoint(Path(saved[0]["checkpoint"]))
+    key = "components.0.q_head.net.0.weight"
+    assert state["policy"][key].equal(first["policy"][key])  # model 0 carried over unchanged

@@ -105,7 +105,11 @@ def _train_reward(args: list[str]) -> int:
     print(f"{len(data)} frames: {positives} positives, {negatives} negatives")
     if warning := balance_warning(positives, negatives):
         print(f"warning: {warning}")
-    result = train_classifier(data, opts.train)
+    try:
+        result = train_classifier(data, opts.train)
+    except ValueError as exc:  # one class missing, or the precision cannot be reached
+        print(f"error: {exc}")
+        return 2
     report = write_report(result, opts.out)
     path = save_classifier(opts.out / "classifier.safetensors", result.model, result.rule,
                            report=report)  # fmt: skip

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "transport": "serl.bench.transport",
     "reward": "serl.bench.reward",
     "learn": "serl.bench.learn",
+    "robust": "serl.bench.robust",
     **{ep.name: ep.value for ep in entry_points(group="serl.benchmarks")},
 }
 

@@ -177,8 +177,9 @@ class MOORLAgent(PolicyAgentMixin):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Inner learner (with optimizers and RNG), θ_meta, source RNG and counters."""
+        """Meta policy, inner learner (with optimizers and RNG), θ_meta, source RNG, counters."""
         return {
+            "policy": self.policy.state_dict(),  # θ_meta's actor: what `serl eval` loads
             "inner": self.inner.state_dict(),
             "meta": {str(i): t.detach().clone() for i, t in enumerate(self._meta)},
             "source_rng": copy.deepcopy(self.rng.bit_generator.state),  # JSON-able ints

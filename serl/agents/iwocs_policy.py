@@ -148,6 +148,18 @@ class CompositePolicy(nn.Module):
         self.last_choice = int(values.argmin())
         return actions[self.last_choice]
 
+    @torch.inference_mode()
+    def start_value(self, obs: np.ndarray) -> float:
+        """Q_i(s, π_i(s)) at an episode start: min over the models' Q heads of the composite's
+        action (every model valid). The memory of the last transition is left untouched."""
+        state = obs_to_tensor(np.asarray(obs, dtype=np.float32), self.newest.radius.device)
+        saved, self._previous = self._previous, None
+        try:
+            action = self._composite_action(state)
+        finally:
+            self._previous = saved
+        return min(float(c.q_value(state, action)[0]) for c in self.components)
+
     def forward(self, obs: Tensor) -> Tensor:
         """Deterministic actions of the newest model for a batch (export; not the composite)."""
         policy = self.newest.policy

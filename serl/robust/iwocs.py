@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from serl.agents.iwocs import IWOCSConfig
 from serl.agents.iwocs_policy import CompositePolicy
@@ -105,7 +104,7 @@ def _rollout(
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
             policy.reset_episode()
-            q0.append(composite_value(policy, obs))
+            q0.append(policy.start_value(obs))
             done, t, ret, disc = False, 0, 0.0, 0.0
             while not done:
                 obs, reward, terminated, truncated, _ = env.step(
@@ -120,19 +119,6 @@ def _rollout(
     finally:
         env.close()
     return float(np.mean(discounted)), float(np.mean(totals)), float(np.mean(q0))
-
-
-@torch.inference_mode()
-def composite_value(policy: CompositePolicy, obs: np.ndarray) -> float:
-    """Q_i(s, π_i(s)) = min over models of Q_j(s, a), a the composite's action at an episode
-    start (every model valid); the composite's memory is left as it was."""
-    saved = policy._previous
-    policy.reset_episode()
-    state = torch.as_tensor(np.asarray(obs, np.float32))[None]
-    action = policy._composite_action(state)
-    value = min(float(c.q_value(state, action)[0]) for c in policy.components)
-    policy._previous = saved
-    return value
 
 
 def set_validity_scale(checkpoint: Path, index: int, factor: float) -> None:

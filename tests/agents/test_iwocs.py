@@ -229,6 +229,16 @@ def test_composite_acts_with_the_lowest_value_valid_model_and_falls_back():
     assert policy.valid_models(torch.zeros(1, 2)).all()
 
 
+def test_start_value_is_the_min_over_models_and_keeps_the_policy_memory():
+    high = fixed_component(q_value=5.0, action=0.5, drift=0.0, radius=0.1)
+    low = fixed_component(q_value=1.0, action=-0.5, drift=1.0, radius=0.1)
+    policy = CompositePolicy([high, low])
+    s0 = np.zeros(2, np.float32)
+    policy.act(s0, deterministic=True)
+    assert policy.start_value(s0 + 7.0) == pytest.approx(1.0)  # Q_i = min_j Q_j
+    assert not policy.valid_models(torch.full((1, 2), 7.0)).any()  # memory of s0 kept
+
+
 def test_exploration_uses_the_newest_models_own_policy():
     older = fixed_component(q_value=-5.0, action=0.5, drift=0.0, radius=1e9)
     newest = fixed_component(q_value=5.0, action=-0.5, drift=0.0, radius=1e9)

@@ -50,8 +50,9 @@ from serl.agreement import (
     transition_spec,
 )
 from serl.config import config_to_dict
-from serl.envs import episode_success, make_env
+from serl.envs import episode_success
 from serl.processes import StopSignal, limit_threads
+from serl.rewards.wrapper import ClassifierRewardConfig, make_classified_env
 from serl.transport.auth import load_client_keys
 from serl.transport.client import ActorClient, Weights
 from serl.transport.protocol import SOURCES, HandshakeRefused, chunk_arrays
@@ -75,6 +76,9 @@ class ActorConfig:
     """Environment id: a gymnasium id or a prefixed one (sim:..., robot:...)."""
     env_params: dict[str, float] = field(default_factory=dict)
     """Dynamics parameters of a `sim:` env (e.g. {"friction": 0.5}); empty: the env's own."""
+    reward: ClassifierRewardConfig = field(default_factory=ClassifierRewardConfig)
+    """Reward classifier (serl train-reward) whose decision replaces the env's reward and
+    termination; off unless --reward.checkpoint is given."""
     agent: str = "sac"
     """Agent preset; must match the learner's (it defines the policy network)."""
     agent_cfg: SACConfig = field(default_factory=SACConfig)
@@ -259,7 +263,9 @@ class Actor:
         self.stop = stop or StopSignal()
         self.action_override = action_override
         env_kwargs = {"params": dict(cfg.env_params)} if cfg.env_params else {}
-        self.env = env if env is not None else make_env(cfg.env, **env_kwargs)
+        self.env = (
+            env if env is not None else make_classified_env(cfg.env, cfg.reward, **env_kwargs)
+        )
         space = self.env.action_space
         if not isinstance(space, gym.spaces.Box):
             raise ValueError(f"action space {space} is not a Box; actors drive continuous control")

@@ -15,6 +15,7 @@ from robots.server import RobotServer
 from serl.actor import Actor, ActorConfig
 from serl.agreement import env_spaces
 from serl.envs import make_env
+from serl.rewards.wrapper import ClassifierRewardConfig
 from serl.teleop import Intervention, ScriptedDevice, TeleopCommand
 from serl.transport.protocol import SOURCES
 from tests.robots.conftest import server_config
@@ -164,3 +165,51 @@ def test_a_wrong_task_file_names_the_problem(tmp_path, fields, message) -> None:
 def test_an_unknown_task_lists_where_it_looked() -> None:
     with pytest.raises(RobotTaskError, match="looked for nowhere-task.json in"):
         find_task("nowhere-task")
+
+
+def always_success_classifier(path: Path) -> Path:
+    """A tiny classifier on the front camera with threshold 0: every frame is a success."""
+    from serl.nets.encoders import EncoderConfig
+    from serl.rewards.model import ClassifierConfig, DecisionRule, RewardClassifier, save_classifier
+
+    cfg = ClassifierConfig(
+        views=("front",),
+        image_size=16,
+        encoder=EncoderConfig(num_filters=4, feature_dim=4),
+        hidden_dim=8,
+    )
+    return save_classifier(path, RewardClassifier(cfg), DecisionRule(0.0))
+
+
+def test_actor_takes_its_reward_from_a_classifier_checkpoint(tmp_path, stepped_server) -> None:
+    task = task_file(tmp_path, server=stepped_server.endpoint, control_hz=0.0)
+    classifier = always_success_classifier(tmp_path / "classifier.safetensors")
+    client = FakeClient()
+    cfg = ActorConfig(
+        env=f"robot:{task}",
+        agent_cfg=TINY,
+        random_steps=1000,
+        eval_every=0,
+        max_steps=3,
+        reward=ClassifierRewardConfig(checkpoint=classifier),
+    )
+    Actor(cfg, client=client).run()  # type: ignore[arg-type]
+    assert [e["length"] for e in client.episodes] == [1, 1, 1]  # success ends each episode
+    np.testing.assert_array_equal(client.column("reward"), 1.0)
+    assert client.column("terminated").all()
+
+
+def test_a_task_file_can_name_its_reward_classifier(tmp_path, stepped_server) -> None:
+    classifier = always_success_classifier(tmp_path / "classifier.safetensors")
+    task = task_file(
+        tmp_path,
+        server=stepped_server.endpoint,
+        control_hz=0.0,
+        reward="classifier",
+        classifier=str(classifier),
+    )
+    env = make(str(task))
+    env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(np.zeros(3, np.float32))
+    env.close()
+    assert reward == 1.0 and terminated and info["classifier_success"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -94,6 +95,11 @@ def test_iwocs_iteration_trains_on_its_model_and_evaluates_over_a_grid(
     figures = json.loads((tmp_path / "g.json").read_text())
     assert len(figures["points"]) == 4
     assert figures["worst_return"] == min(p["return"] for p in figures["points"])
+
+    resumed = train(dataclasses.replace(cfg, steps=400, resume=True))
+    header, state = read_checkpoint(resumed.checkpoint)
+    assert header["metadata"]["counters"]["env_steps"] == 400
+    assert state["policy"]["components.0.params"].tolist() == pytest.approx([0.6, 1.5])
 
 
 @pytest.mark.timeout(240)

@@ -25,6 +25,7 @@ BENCHMARKS = {
     "reward": "serl.bench.reward",
     "learn": "serl.bench.learn",
     "robust": "serl.bench.robust",
+    "hybrid": "serl.bench.hybrid",
     **{ep.name: ep.value for ep in entry_points(group="serl.benchmarks")},
 }
 

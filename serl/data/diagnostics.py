@@ -19,6 +19,7 @@ fall in the edge cells. Two pairs are the same when every cell index matches.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -79,3 +80,38 @@ def state_action_coverage(count: int, reference_count: int) -> float:
 def episode_returns(rewards: Iterable[ArrayLike]) -> np.ndarray:
     """Undiscounted return of each episode from its rewards."""
     return np.array([float(np.sum(r)) for r in rewards], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------- replay buffers
+def buffer_episode_returns(buffer: Any) -> np.ndarray:
+    """Returns of the complete episodes in a `ReplayBuffer`, in (actor_id, episode_id) order.
+
+    An episode counts when its first step (t = 0) is still stored and one of its transitions
+    ended it (terminated or truncated); episodes still running or partly overwritten by the
+    ring buffer are left out, so TQ of a live buffer uses whole episodes only.
+    """
+    a = buffer.state_arrays()
+    slots = np.flatnonzero(a["valid"])
+    if slots.size == 0:
+        return np.zeros(0)
+    keys = np.stack([a["actor_id"][slots], a["episode_id"][slots]], axis=1)
+    _, episode = np.unique(keys, axis=0, return_inverse=True)
+    episode = episode.reshape(-1)
+    n = int(episode.max()) + 1
+    returns = np.bincount(episode, weights=a["reward"][slots].astype(np.float64), minlength=n)
+    ended = np.bincount(episode, weights=(a["terminated"][slots] | a["truncated"][slots]),
+                        minlength=n)  # fmt: skip
+    started = np.bincount(episode, weights=a["t"][slots] == 0, minlength=n)
+    return returns[(ended > 0) & (started > 0)]
+
+
+def buffer_state_actions(buffer: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(N, state_dim) vector observations and (N, action_dim) actions of the stored
+    transitions, for SACo; camera keys are skipped, vector keys concatenated in sorted order."""
+    a = buffer.state_arrays()
+    slots = np.flatnonzero(a["valid"])
+    keys = sorted(
+        k for k in a if k.startswith("obs/") and a[k].dtype != np.uint8
+    )  # camera frames are uint8
+    states = np.concatenate([a[k][slots].reshape(len(slots), -1) for k in keys], axis=1)
+    return states.astype(np.float64), a["action"][slots].astype(np.float64)

@@ -70,3 +70,34 @@ def test_inspect_dataset_prints_tq_and_saco_against_a_reference(
     assert "success rate:      100.0%" in out
     assert "TQ:                0.5000" in out  # mean return 2.5 between 0 and 5
     assert "unique (s, a):     3 (reference 4" in out and "SACo:              0.7500" in out
+
+
+def test_buffer_diagnostics_use_complete_episodes_and_vector_state_actions() -> None:
+    from gymnasium import spaces
+
+    from serl.data.diagnostics import buffer_episode_returns, buffer_state_actions
+    from serl.data.replay import ReplayBuffer
+
+    buffer = ReplayBuffer(spaces.Box(-10, 10, (2,), np.float32), 1, capacity=20)
+    # Episode 0: 3 steps, reward 1 each, truncated. Episode 1: 2 steps, reward -2, terminated.
+    # Episode 2: still running (1 step) -> no return yet.
+    for episode, steps, reward, terminal in (
+        (0, 3, 1.0, False),
+        (1, 2, -2.0, True),
+        (2, 1, 5.0, None),
+    ):
+        for t in range(steps):
+            last = t == steps - 1
+            buffer.add(
+                np.float32([episode, t]), np.float32([0.5 * episode]), reward,
+                np.float32([episode, t + 1]),
+                bool(last and terminal), bool(last and terminal is False),
+                episode_id=episode, t=t,
+            )  # fmt: skip
+    np.testing.assert_array_equal(buffer_episode_returns(buffer), [3.0, -4.0])
+    assert trajectory_quality(buffer_episode_returns(buffer), -4.0, 3.0) == pytest.approx(3.5 / 7)
+    states, actions = buffer_state_actions(buffer)
+    assert states.shape == (6, 2) and actions.shape == (6, 1)
+    # Cells of width 1 over [0, 10): states [episode, t] are all distinct; actions 0, .5, 1.
+    assert unique_state_actions(states, actions, 0, 10, 10) == 6
+    assert unique_state_actions(states[:, :1], actions, 0, 10, 10) == 3

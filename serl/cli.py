@@ -22,6 +22,7 @@ import importlib
 import json
 import logging
 import sys
+import typing
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -141,8 +142,27 @@ def _process_config(cls: type, args: list[str], prog: str):
         "these fields as JSON (e.g. the env, agent and agent_cfg a learner shares with its "
         "actors); flags override it."
     )
-    cfg = tyro.cli(cls, default=default, args=rest, prog=prog, description=description)
-    return dataclasses.replace(cfg, agent=agent)
+    parsed = tyro.cli(
+        _with_agent_config(cls, agent_spec(agent).config_type),
+        default=default,
+        args=rest,
+        prog=prog,
+        description=description,
+    )
+    values = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(cls)}
+    return cls(**(values | {"agent": agent}))
+
+
+def _with_agent_config(cls: type, config_type: type) -> type:
+    """`cls` with `agent_cfg` declared as the preset's config class (H2O, FamO2O, ... have
+    their own), so tyro generates that class's `--agent-cfg.*` flags."""
+    declared = typing.get_type_hints(cls)["agent_cfg"]
+    if config_type is declared:
+        return cls
+    field = dataclasses.field(default_factory=config_type)
+    return dataclasses.make_dataclass(
+        cls.__name__, [("agent_cfg", config_type, field)], bases=(cls,), frozen=True
+    )
 
 
 @command("train", "train on loopback: one learner + N actor processes, then evaluate")

@@ -145,3 +145,21 @@ def test_eval_runs_a_checkpoint_policy_and_saves_a_gif(tmp_path: Path, capsys) -
     with Image.open(gif) as image:
         assert image.n_frames == 2 * 13  # a frame after each reset and each step
         assert image.size == (16, 16)
+
+
+@pytest.mark.parametrize(
+    ("agent", "flag", "field"),
+    [
+        ("h2o", "--agent-cfg.discriminator-lr", "discriminator_lr"),
+        ("moorl", "--agent-cfg.meta-step-size", "meta_step_size"),
+        ("famo2o", "--agent-cfg.discount", "discount"),
+        ("drrpo", "--agent-cfg.tv-radius", "tv_radius"),
+        ("bc", "--agent-cfg.lr", "lr"),
+    ],
+)
+def test_agent_cfg_flags_are_those_of_the_presets_own_config(agent, flag, field) -> None:
+    from serl.agents.registry import agent_spec
+
+    cfg = _process_config(LearnerConfig, ["--agent", agent, flag, "0.25"], "serl learner")
+    assert type(cfg) is LearnerConfig and type(cfg.agent_cfg) is agent_spec(agent).config_type
+    assert cfg.agent == agent and getattr(cfg.agent_cfg, field) == 0.25

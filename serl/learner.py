@@ -48,7 +48,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -65,8 +65,16 @@ from serl.agreement import (
 from serl.checkpoint import CheckpointError, check_compatible, read_checkpoint, save_checkpoint
 from serl.config import config_to_dict
 from serl.data.datasets import DatasetError, add_to_buffer, load_dataset
+from serl.data.diagnostics import (
+    buffer_episode_returns,
+    buffer_state_actions,
+    state_action_coverage,
+    trajectory_quality,
+    unique_state_actions,
+)
 from serl.data.replay import ReplayBuffer
 from serl.data.samplers import SymmetricSampler, UniformSampler
+from serl.data.weighted import TrajectoryWeightedSampler
 from serl.metrics import MetricsLogger, read_metrics
 from serl.processes import StopSignal, limit_threads
 from serl.transport.auth import load_server_keys
@@ -86,6 +94,8 @@ DRAIN_S = 2.0
 """After the last checkpoint, keep answering actors this long so they receive its commit."""
 _ONLINE = SOURCES.index("online")
 _INTERVENTION = SOURCES.index("intervention")
+SACO_BINS = 10
+"""Cells per dimension of the SACo grid."""
 PRIOR_ACTOR_ID = 1_000_000
 """`actor_id` tag of prior-data transitions (actors are numbered from 0)."""
 ACTOR_STATS = ("interventions", "nonfinite_actions", "jitter_p50_ms", "jitter_p99_ms")
@@ -127,6 +137,13 @@ class LearnerConfig:
     """HIL-SERL: transitions tagged `intervention` also go to the prior (demo) buffer."""
     offline_updates: int = 0
     """Agent updates on the prior data alone before online training starts (pre-training)."""
+    prior_weighting: Literal["uniform", "trajectory"] = "uniform"
+    """How the prior half of a batch is drawn: uniformly, or each trajectory with weight
+    softmax(normalised return / 0.1) (mixed-quality offline data; serl/data/weighted.py)."""
+    tq_random_return: float | None = None
+    """Return of a random policy: with `tq_expert_return`, TQ of the buffers is logged."""
+    tq_expert_return: float | None = None
+    """Return of an expert (TQ = 1)."""
     publish_every: int = 10
     """Publish the policy every this many updates (and whenever the learner waits for data)."""
     checkpoint_every_s: float = 300.0
@@ -257,6 +274,7 @@ class Learner:
         self.rows = getattr(cfg.agent_cfg, "utd", 1) * cfg.agent_cfg.batch_size
         self.buffer = ReplayBuffer(self.observation_space, self.action_dim, cfg.buffer_capacity)
         self.prior_buffer = self._load_prior() if cfg.prior_data is not None else None
+        self._weighted: TrajectoryWeightedSampler | None = None
         if cfg.interventions_to_prior and self.prior_buffer is None:
             raise LearnerError("--interventions-to-prior needs --prior-data (the demo dataset)")
         self.sampler = self._make_sampler(self.buffer)
@@ -325,7 +343,35 @@ class Learner:
     def _make_sampler(self, online: ReplayBuffer) -> UniformSampler | SymmetricSampler:
         if self.prior_buffer is None:
             return UniformSampler(online, self.rows, seed=self.cfg.seed)
-        return SymmetricSampler(online, self.prior_buffer, self.rows, seed=self.cfg.seed)
+        draw = None
+        if self.cfg.prior_weighting == "trajectory":
+            self._weighted = TrajectoryWeightedSampler(self.prior_buffer, 1, seed=None)
+            draw = self._weighted.draw
+        return SymmetricSampler(
+            online, self.prior_buffer, self.rows, seed=self.cfg.seed, draw_second=draw
+        )
+
+    def diagnostics(self) -> dict[str, float]:
+        """TQ of the buffers (with reference returns) and SACo of the online buffer against
+        the prior data (ALGORITHMS §9), on a 10-bin grid spanning the prior data."""
+        cfg, out = self.cfg, {}
+        buffers = {"buffer/tq": self.buffer, "buffer/prior_tq": self.prior_buffer}
+        if cfg.tq_random_return is not None and cfg.tq_expert_return is not None:
+            for name, buffer in buffers.items():
+                returns = buffer_episode_returns(buffer) if buffer is not None else []
+                if len(returns):
+                    out[name] = trajectory_quality(
+                        returns, cfg.tq_random_return, cfg.tq_expert_return
+                    )
+        if self.prior_buffer is not None and len(self.buffer):
+            prior = np.concatenate(buffer_state_actions(self.prior_buffer), axis=1)
+            online = np.concatenate(buffer_state_actions(self.buffer), axis=1)
+            low, high = prior.min(axis=0), prior.max(axis=0)
+            high = np.where(high > low, high, low + 1.0)
+            count = unique_state_actions(online, online[:, :0], low, high, SACO_BINS)
+            reference = unique_state_actions(prior, prior[:, :0], low, high, SACO_BINS)
+            out["buffer/saco"] = state_action_coverage(count, reference)
+        return out
 
     def pretrain(self) -> None:
         """`offline_updates` updates on prior data alone (all rows marked prior)."""
@@ -547,6 +593,11 @@ class Learner:
             prior_name = f"{PRIOR_PREFIX}{generation:06d}.npz"
             self.prior_buffer.save(self.run_dir / prior_name)
         self.counters.generation = generation
+        if self._weighted is not None and self.cfg.interventions_to_prior:
+            self._weighted.refresh()  # the interventions that joined the prior data
+        diagnostics = self.diagnostics()
+        if diagnostics:
+            self.metrics.log(self.counters.env_steps, diagnostics)
         metadata = {
             "env": self.cfg.env,
             "agent": self.cfg.agent,

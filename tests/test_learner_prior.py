@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -147,3 +148,45 @@ def test_sac_update_ignores_the_prior_mask(tmp_path) -> None:
     b.update(batch)
     for p, q in zip(a.critic.parameters(), b.critic.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+def test_trajectory_weighting_draws_the_best_demo_most(tmp_path, make_learner) -> None:
+    path = demo_dataset(tmp_path / "demos", episodes=4, value=-0.5)
+    good = Episode(
+        observations=np.full((11, 3), -0.9, np.float32),
+        actions=np.full((10, 1), 0.5, np.float32),
+        rewards=np.ones(10, np.float32),  # return 10; the others return 0
+        terminations=np.zeros(10, bool),
+        truncations=np.eye(1, 10, 9, dtype=bool)[0],
+    )
+    append_episode(path, good)
+    cfg = config(tmp_path, prior_data=path, prior_weighting="trajectory")
+    learner = make_learner(cfg)
+    recorder = Recorder(learner)
+    inject(learner, pendulum_chunk(40))
+    for _ in range(5):
+        learner.step()
+    prior_obs = torch.cat([b.obs[b.prior == 1] for b in recorder.batches])
+    from_good = (prior_obs[:, 0] < -0.8).float().mean().item()
+    # softmax(normalised return / 0.1) puts e^10 times the weight of each other episode on it.
+    assert from_good > 0.99
+
+
+def test_checkpoints_log_tq_and_saco_of_the_buffers(tmp_path, make_learner) -> None:
+    cfg = config(
+        tmp_path,
+        prior_data=demo_dataset(tmp_path / "demos"),
+        tq_random_return=-10.0,
+        tq_expert_return=0.0,
+    )
+    learner = make_learner(cfg)
+    inject(learner, pendulum_chunk(10, value=0.1))
+    inject(learner, pendulum_chunk(10, value=0.3, episode=1), seq=1)
+    diagnostics = learner.diagnostics()
+    # Prior: one cell; online: two (0.1/0.11 and 0.3/0.31 fall in different tenths of the grid).
+    assert diagnostics["buffer/saco"] == 2.0
+    assert diagnostics["buffer/prior_tq"] == 1.0  # the demos return 0 = the expert return
+    assert "buffer/tq" not in diagnostics  # no online episode has ended yet
+    learner.checkpoint()
+    records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").open()]
+    assert any(r.get("buffer/saco") == 2.0 for r in records)

@@ -13,6 +13,7 @@ generator state as plain JSON-able data so a resumed run draws the same batches.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -76,8 +77,16 @@ class SymmetricSampler(_SeededSampler):
     (prior data: demos, offline data), which `Batch.prior` marks with 1.0."""
 
     def __init__(
-        self, first: ReplayBuffer, second: ReplayBuffer, batch_size: int, seed: int | None
+        self,
+        first: ReplayBuffer,
+        second: ReplayBuffer,
+        batch_size: int,
+        seed: int | None,
+        *,
+        draw_second: Callable[[int, np.random.Generator], Batch] | None = None,
     ) -> None:
+        """`draw_second(n, rng)` replaces uniform draws from `second` (e.g. trajectory-weighted
+        draws from the same buffer)."""
         if batch_size % 2:
             raise ValueError(
                 f"batch_size={batch_size} is odd; symmetric sampling takes half from each "
@@ -95,11 +104,12 @@ class SymmetricSampler(_SeededSampler):
         super().__init__(batch_size, seed)
         self.first = first
         self.second = second
+        self.draw_second = draw_second
 
     def sample(self) -> Batch:
         half = self.batch_size // 2
         a = self.first.sample(half, self.rng)
-        b = self.second.sample(half, self.rng)
+        b = (self.draw_second or self.second.sample)(half, self.rng)
         return Batch(
             obs=_interleave_obs(a.obs, b.obs),
             action=_interleave(a.action, b.action),

@@ -97,7 +97,11 @@ class TrajectoryWeightedSampler:
         self.probabilities = weights[trajectory] / counts[trajectory]
 
     def sample(self) -> Batch:
-        rows = self.rng.choice(self.slots.size, size=self.batch_size, p=self.probabilities)
+        return self.draw(self.batch_size, self.rng)
+
+    def draw(self, n: int, rng: np.random.Generator) -> Batch:
+        """`n` weighted transitions drawn with `rng` (the prior half of a symmetric batch)."""
+        rows = rng.choice(self.slots.size, size=n, p=self.probabilities)
         return self.buffer.gather(self.slots[rows])
 
     def state_dict(self) -> dict[str, Any]:

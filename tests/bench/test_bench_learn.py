@@ -46,3 +46,14 @@ def test_pendulum_quick_writes_valid_json_summary_and_png(tmp_path: Path) -> Non
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "summary.json").read_text())["suite"] == "pendulum"
     assert "Pendulum-v1  serl" in result.stdout
+
+
+def test_every_suite_task_can_be_made() -> None:
+    from serl.bench.learn import SUITES
+    from serl.envs import make_env
+
+    for name, suite in SUITES.items():
+        for task in suite.tasks:
+            env = make_env(task)
+            assert env.action_space.shape, f"{name}: {task}"
+            env.close()

@@ -16,7 +16,9 @@ def random_shift(images: Tensor, pad: int, generator: torch.Generator | None = N
     if pad <= 0:
         return images
     batch, height, width = images.shape[0], images.shape[-3], images.shape[-2]
-    offsets = torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator, device="cpu")
+    # Drawn where the generator lives (an agent on a GPU owns a CUDA generator).
+    where = generator.device if generator is not None else images.device
+    offsets = torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator, device=where)
     offsets = offsets.to(images.device) - pad
     rows = (offsets[:, :1] + torch.arange(height, device=images.device)).clamp_(0, height - 1)
     cols = (offsets[:, 1:] + torch.arange(width, device=images.device)).clamp_(0, width - 1)

@@ -15,8 +15,10 @@ update; the same agents, buffer and checkpoints as `serl train`), which keeps `-
 within minutes on 2 cores; `serl train --agent iwocs|drrpo` is the actor-learner path.
 
 Keys: `<method>_worst_return` and `<method>_mean_return` (each the mean over seeds of that
-seed's worst / average grid return), `<method>_worst_std` (std over seeds); a PNG of every
-method's return over the grid (seed 0) is written beside the JSON (or to --out).
+seed's worst / average grid return), `<method>_worst_std` (std over seeds). Under `--out`:
+`robust_grid.png` (every method's return over the grid, seed 0), `robust_summary.png` (worst
+and average return per method, one dot per seed) and `units/` (one JSON result per method and
+seed: `--jobs N` runs N at once, and a rerun with the same `--out` resumes).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import torch
 from serl.agents.drrpo import DRRPOConfig
 from serl.agents.registry import agent_spec
 from serl.agents.sac import SACConfig, action_dim_of
+from serl.bench.units import run_units
 from serl.checkpoint import save_checkpoint
 from serl.checkpoint_eval import load_policy
 from serl.config import config_hash, config_to_dict
@@ -225,13 +228,55 @@ def plot_methods(results: dict[str, GridEvaluation], png: Path) -> Path:
     return png
 
 
+def plot_summary(per_seed: dict[str, dict[str, list[float]]], png: Path) -> Path:
+    """Worst-case and average grid return of each method: bar = mean over seeds, dot = seed."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, stats in enumerate(per_seed.values()):
+        for offset, (stat, color) in ((-0.2, ("worst", "C3")), (0.2, ("mean", "C0"))):
+            values = stats[stat]
+            label = stat if i == 0 else None
+            ax.bar(i + offset, np.mean(values), 0.38, color=color, alpha=0.6, label=label)
+            ax.scatter([i + offset] * len(values), values, color="k", s=10, zorder=3)
+    ax.set_xticks(range(len(per_seed)), list(per_seed))
+    ax.set_ylabel("return over the grid")
+    ax.set_title(f"{ENV}, {BOX}")
+    ax.legend()
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, help="seeds per method (default: 2 quick, 5 full)")
-    parser.add_argument("--out", type=Path, help="run directory (default runs/bench-robust-...)")
+    parser.add_argument("--out", type=Path, help="run directory; an earlier run's --out resumes it")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="method x seed units run at once, one core each"
+    )
+
+
+def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
+    """One method and seed, trained and evaluated on the grid (`serl.bench.units`)."""
+    size = Size(**{**spec["size"], "hidden": tuple(spec["size"]["hidden"])})
+    result = run_method(spec["method"], spec["seed"], size, parse_box(BOX), Path(spec["out"]))
+    return dataclasses.asdict(result)
+
+
+def _grid_result(value: dict[str, Any]) -> GridEvaluation:
+    bounds = {k: (float(lo), float(hi)) for k, (lo, hi) in value["bounds"].items()}
+    return GridEvaluation(bounds, value["points"], value["returns"])
 
 
 def run(
-    quick: bool, device: str, seeds: int | None = None, out: Path | None = None, **_: Any
+    quick: bool,
+    device: str,
+    seeds: int | None = None,
+    out: Path | None = None,
+    jobs: int = 1,
+    **_: Any,
 ) -> dict[str, float | str]:
     if device != "cpu":
         logger.warning("bench robust trains on the CPU; --device %s is ignored", device)
@@ -239,7 +284,6 @@ def run(
     if seeds is not None:
         size = dataclasses.replace(size, seeds=seeds)
     out = out or Path("runs") / time.strftime("bench-robust-%Y%m%d-%H%M%S")
-    bounds = parse_box(BOX)
     torch.set_num_threads(1)
     figures: dict[str, float | str] = {
         "env": ENV,
@@ -248,12 +292,20 @@ def run(
         "seeds": size.seeds,
         "grid": f"{size.grid}x{size.grid}",
     }
-    first: dict[str, GridEvaluation] = {}
     start = time.perf_counter()
+    specs = [
+        {"name": f"{method}-seed{seed}", "method": method, "seed": seed,
+         "size": dataclasses.asdict(size), "out": str(out)}
+        for method in METHODS for seed in range(size.seeds)
+    ]  # fmt: skip
+    done = {name: _grid_result(r) for name, r in run_units(__name__, specs, out, jobs).items()}
+    first: dict[str, GridEvaluation] = {}
+    per_seed: dict[str, dict[str, list[float]]] = {}
     for method in METHODS:
         worst, mean = [], []
+        per_seed[method] = {"worst": worst, "mean": mean}
         for seed in range(size.seeds):
-            result = run_method(method, seed, size, bounds, out)
+            result = done[f"{method}-seed{seed}"]
             worst.append(result.worst)
             mean.append(result.mean)
             first.setdefault(method, result)
@@ -263,4 +315,5 @@ def run(
         figures[f"{method}_worst_std"] = float(np.std(worst))
     figures["wall_s"] = time.perf_counter() - start
     figures["plot"] = str(plot_methods(first, out / "robust_grid.png"))
+    figures["summary_plot"] = str(plot_summary(per_seed, out / "robust_summary.png"))
     return figures

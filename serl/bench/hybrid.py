@@ -4,9 +4,11 @@ Setup, per seed (everything in one process, one update per env step, small netwo
 quick size runs on a 2-core CPU):
 
 * "real" env: `--env` with changed dynamics `--real-params` (default Pendulum-v1 with the
-  pendulum mass × 1.5; for a `sim:` Panda task pass e.g. `--env sim:PandaReach-v0
+  pendulum mass × 1.5; a gymnasium MuJoCo task with `--env HalfCheetah-v5 --real-params
+  friction=0.5,mass=1.5`; a `sim:` Panda task with e.g. `--env sim:PandaReach-v0
   --real-params actuator_gain=0.5`). "sim" env: the same id with its nominal dynamics.
-  Parameters go to `sim:` envs as `params=`, and onto `env.unwrapped` attributes otherwise.
+  Parameters go to `sim:` envs as `params=`, scale a MuJoCo model's friction and masses, and
+  are set as `env.unwrapped` attributes otherwise.
 * sim-only SAC: trained `steps` env steps in the simulator only.
 * the "real" dataset: `dataset_steps` transitions in the real env by the sim-only policy with
   Gaussian action noise 0.3 (a "medium" dataset: a policy that fits the wrong dynamics).
@@ -20,7 +22,9 @@ quick size runs on a 2-core CPU):
   50/50 sampling, LayerNorm critic ensemble; its G critic steps per env step are reported).
 
 Every learner is evaluated with deterministic actions over `eval_episodes` episodes of the
-real env; the keys are the means over seeds (`*_std` over seeds beside them).
+real env; the keys are the means over seeds (`*_std` over seeds beside them). Each seed is
+one unit of `serl.bench.units`: `--jobs N` runs N seeds at once, each seed's result is kept
+under `--out`, and a rerun with the same `--out` resumes.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from serl.agents.famo2o import FamO2OAgent, FamO2OConfig
 from serl.agents.h2o import H2OAgent, H2OConfig
 from serl.agents.moorl import MOORLAgent, MOORLConfig
 from serl.agents.sac import SACAgent, SACConfig
+from serl.bench.units import run_units
 from serl.data.replay import ReplayBuffer
 from serl.data.samplers import SymmetricSampler, UniformSampler
 from serl.envs import make_env
@@ -69,7 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="real-env dynamics as name=value,... (sim: params, else env.unwrapped attributes)",
     )
     parser.add_argument("--seeds", type=int, default=0, help="seeds (0: the size's default)")
-    parser.add_argument("--plot", type=Path, help="write a PNG of the returns per method")
+    parser.add_argument("--plot", type=Path, help="PNG of the returns (default: <out>/hybrid.png)")
+    parser.add_argument(
+        "--out", type=Path, help="directory of per-seed results; an earlier run's --out resumes it"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, one core each")
 
 
 def parse_params(text: str) -> dict[str, float]:
@@ -83,14 +92,38 @@ def parse_params(text: str) -> dict[str, float]:
     return params
 
 
+MUJOCO_SCALES = ("friction", "mass")
+"""Parameters of gymnasium MuJoCo envs (HalfCheetah-v5, ...): scales of every geom's sliding
+friction and of every body's mass and inertia, as the dynamics gaps of the H2O paper."""
+
+
+def scale_mujoco_model(env: gym.Env, friction: float = 1.0, mass: float = 1.0) -> None:
+    """Scale the sliding friction and the masses/inertias of `env`'s MuJoCo model in place."""
+    import mujoco
+
+    model = env.unwrapped.model
+    model.geom_friction[:, 0] *= friction
+    model.body_mass[:] *= mass
+    model.body_inertia[:] *= mass
+    mujoco.mj_setConst(model, mujoco.MjData(model))  # derived constants follow the masses
+
+
 def make_dynamics_env(env_id: str, params: dict[str, float]) -> gym.Env:
-    """`env_id` with dynamics `params`: `params=` for sim: envs, attributes otherwise."""
+    """`env_id` with dynamics `params`: `params=` for sim: envs, friction/mass scales for
+    gymnasium MuJoCo envs, and attributes of `env.unwrapped` otherwise (Pendulum's `m`)."""
     if env_id.startswith("sim:"):
         return make_env(env_id, params=params) if params else make_env(env_id)
     env = make_env(env_id)
+    scales = {k: v for k, v in params.items() if k in MUJOCO_SCALES}
+    if scales and hasattr(env.unwrapped, "model"):
+        scale_mujoco_model(env, **scales)
+        params = {k: v for k, v in params.items() if k not in scales}
     for name, value in params.items():
         if not hasattr(env.unwrapped, name):
-            raise ValueError(f"{env_id} has no dynamics attribute {name!r} for --real-params")
+            raise ValueError(
+                f"{env_id} has no dynamics attribute {name!r} for --real-params "
+                f"(MuJoCo envs take {', '.join(MUJOCO_SCALES)})"
+            )
         setattr(env.unwrapped, name, value)
     return env
 
@@ -233,6 +266,12 @@ def run_seed(
     return out
 
 
+def run_unit(spec: dict[str, Any]) -> dict[str, float]:
+    """One seed of every learner (`serl.bench.units`)."""
+    params = parse_params(spec["real_params"])
+    return run_seed(spec["env"], params, spec["seed"], spec["size"], spec["device"])
+
+
 def _rewards(buffer: ReplayBuffer) -> np.ndarray:
     arrays = buffer.state_arrays()
     return arrays["reward"][arrays["valid"]]
@@ -267,16 +306,24 @@ def run(
     real_params: str = "m=1.5",
     seeds: int = 0,
     plot: Path | None = None,
+    out: Path | None = None,
+    jobs: int = 1,
     **_: Any,
 ) -> dict[str, float | str]:
     size = dict(SIZES[quick])
     size["seeds"] = seeds or size["seeds"]
-    params = parse_params(real_params)
+    parse_params(real_params)  # a malformed --real-params fails here, before any unit starts
+    out = out or Path("runs") / time.strftime("bench-hybrid-%Y%m%d-%H%M%S")
     start = time.perf_counter()
-    per_seed = []
-    for seed in range(size["seeds"]):
-        per_seed.append(run_seed(env, params, seed, size, device))
-        print(f"seed {seed}: " + ", ".join(f"{k} {v:.1f}" for k, v in per_seed[-1].items()))
+    specs = [
+        {"name": f"seed{seed}", "env": env, "real_params": real_params, "seed": seed,
+         "size": size, "device": device}
+        for seed in range(size["seeds"])
+    ]  # fmt: skip
+    done = run_units(__name__, specs, out, jobs)
+    per_seed = [done[spec["name"]] for spec in specs]
+    for seed, result in enumerate(per_seed):
+        print(f"seed {seed}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.items()))
     figures: dict[str, float | str] = {
         "env": env,
         "real_params": real_params,
@@ -290,6 +337,6 @@ def run(
         figures[key] = float(values.mean())
         figures[f"{key}_std"] = float(values.std())
     figures["wall_s"] = time.perf_counter() - start
-    if plot is not None:
-        figures["plot"] = str(plot_returns(per_seed, plot, f"{env}, real: {real_params}"))
+    plot = plot or out / "hybrid.png"
+    figures["plot"] = str(plot_returns(per_seed, plot, f"{env}, real: {real_params}"))
     return figures

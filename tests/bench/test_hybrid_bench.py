@@ -31,3 +31,14 @@ def test_a_tiny_run_reports_every_issue_key_as_a_finite_return():
         assert math.isfinite(out[key]) and -3000 < out[key] <= 0, (key, out[key])
     assert np.isfinite(out["dataset_return_per_step"])
     assert BENCHMARKS["hybrid"] == "serl.bench.hybrid"
+
+
+def test_friction_and_mass_scale_a_gymnasium_mujoco_model():
+    nominal = make_dynamics_env("HalfCheetah-v5", {}).unwrapped.model
+    real = make_dynamics_env("HalfCheetah-v5", {"friction": 0.5, "mass": 1.5}).unwrapped.model
+    np.testing.assert_allclose(real.geom_friction[:, 0], 0.5 * nominal.geom_friction[:, 0])
+    np.testing.assert_allclose(real.body_mass, 1.5 * nominal.body_mass)
+    np.testing.assert_allclose(real.body_inertia, 1.5 * nominal.body_inertia)
+    np.testing.assert_allclose(real.geom_friction[:, 1:], nominal.geom_friction[:, 1:])
+    with pytest.raises(ValueError, match="MuJoCo envs take friction, mass"):
+        make_dynamics_env("HalfCheetah-v5", {"gravity": 2.0})

@@ -22,7 +22,9 @@ quick size runs on a 2-core CPU):
   50/50 sampling, LayerNorm critic ensemble; its G critic steps per env step are reported).
 
 Every learner is evaluated with deterministic actions over `eval_episodes` episodes of the
-real env; the keys are the means over seeds (`*_std` over seeds beside them). Each seed is
+real env; the keys are the means over seeds (`*_std` over seeds beside them). Beside the
+returns: H2O's mean importance weight on sim rows and its (s, a, s') discriminator accuracy,
+and FamO2O's mean balance-model β, each averaged over the last tenth of training. Each seed is
 one unit of `serl.bench.units`: `--jobs N` runs N seeds at once, each seed's result is kept
 under `--out`, and a rerun with the same `--out` resumes.
 """
@@ -183,10 +185,13 @@ def _online(
     sampler_for: Callable[[ReplayBuffer], Any],
     *,
     update_every: int = 1,
+    metrics: dict[str, float] | None = None,
 ) -> ReplayBuffer:
-    """Act `steps` steps (random for `warmup`), one update every `update_every` steps."""
+    """Act `steps` steps (random for `warmup`), one update every `update_every` steps;
+    `metrics` receives the mean of each update metric over the last tenth of the steps."""
     buffer = _buffer(env, steps + steps // 10 + 10)
     sampler = sampler_for(buffer)
+    tail: list[dict[str, float]] = []
 
     def policy(obs: np.ndarray) -> np.ndarray:
         if len(buffer) < warmup:
@@ -195,9 +200,13 @@ def _online(
 
     def learn(step: int) -> None:
         if len(buffer) >= warmup and (step + 1) % update_every == 0:
-            agent.update(sampler.sample())
+            info = agent.update(sampler.sample())
+            if step >= steps - steps // 10:
+                tail.append(info)
 
     rollout(env, buffer, steps, policy, rng, on_step=learn)
+    if metrics is not None and tail:
+        metrics.update({k: float(np.mean([i[k] for i in tail if k in i])) for k in tail[-1]})
     return buffer
 
 
@@ -243,12 +252,17 @@ def run_seed(
     h2o_cfg = H2OConfig(hidden_dims=HIDDEN, discriminator_hidden_dims=HIDDEN,
                         batch_size=4 * BATCH, critic_rows_per_source=BATCH)  # fmt: skip
     h2o = H2OAgent(h2o_cfg, obs_space, act_space, seed=seed, device=device)
-    _online(h2o, sim_env, steps, warmup, rng, symmetric(h2o_cfg.batch_size))
+    h2o_metrics: dict[str, float] = {}
+    _online(h2o, sim_env, steps, warmup, rng, symmetric(h2o_cfg.batch_size), metrics=h2o_metrics)
     out["h2o_real_return"] = evaluate(real_env, h2o, size["eval_episodes"], seed)
+    out["h2o_importance_weight_mean"] = h2o_metrics["h2o/importance_weight_mean"]
+    out["h2o_discriminator_accuracy"] = h2o_metrics["h2o/discriminator_sas_accuracy"]
 
     # offline-to-online in the real env from the same dataset
-    _online(famo2o, real_env, steps, warmup, rng, symmetric(2 * BATCH))
+    famo2o_metrics: dict[str, float] = {}
+    _online(famo2o, real_env, steps, warmup, rng, symmetric(2 * BATCH), metrics=famo2o_metrics)
     out["famo2o_return"] = evaluate(real_env, famo2o, size["eval_episodes"], seed)
+    out["famo2o_beta_mean"] = famo2o_metrics["famo2o/beta_mean"]
 
     moorl_cfg = MOORLConfig(sac=replace(sac_cfg, batch_size=BATCH))
     moorl = MOORLAgent(moorl_cfg, obs_space, act_space, seed=seed, device=device)

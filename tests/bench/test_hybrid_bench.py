@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from serl.agents.famo2o import FamO2OConfig
+from serl.agents.h2o import H2OConfig
 from serl.bench import BENCHMARKS
 from serl.bench.hybrid import make_dynamics_env, parse_params, run_seed
 
@@ -30,6 +32,10 @@ def test_a_tiny_run_reports_every_issue_key_as_a_finite_return():
     for key in KEYS:
         assert math.isfinite(out[key]) and -3000 < out[key] <= 0, (key, out[key])
     assert np.isfinite(out["dataset_return_per_step"])
+    cfg = H2OConfig()
+    assert cfg.ratio_min <= out["h2o_importance_weight_mean"] <= cfg.ratio_max
+    assert 0.0 <= out["h2o_discriminator_accuracy"] <= 1.0
+    assert FamO2OConfig().beta_min <= out["famo2o_beta_mean"] <= FamO2OConfig().beta_max
     assert BENCHMARKS["hybrid"] == "serl.bench.hybrid"
 
 

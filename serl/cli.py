@@ -68,7 +68,7 @@ def _train_local(args: list[str]) -> int:
     return 0
 
 
-@command("bench", "benchmarks: learner (more come with their modules)")
+@command("bench", "benchmarks: learner, transport, sim, reward, robust, hybrid, learn")
 def _bench(args: list[str]) -> int:
     from serl.bench import BENCHMARKS, run_benchmark
 

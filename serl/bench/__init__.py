@@ -59,7 +59,10 @@ def run_benchmark(name: str, args: list[str]) -> int:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     extra = {k: v for k, v in vars(opts).items() if k not in base}
-    figures = module.run(quick=opts.quick, device=opts.device, **extra)
+    try:
+        figures = module.run(quick=opts.quick, device=opts.device, **extra)
+    except ValueError as exc:  # a bad flag value found by the benchmark: usage error, exit 2
+        parser.error(str(exc))
     figures = {"machine": machine_description(opts.device), "quick": opts.quick, **figures}
     width = max(len(k) for k in figures)
     print(f"\nserl bench {name}{' --quick' if opts.quick else ''}")

@@ -57,3 +57,13 @@ def test_every_suite_task_can_be_made() -> None:
             env = make_env(task)
             assert env.action_space.shape, f"{name}: {task}"
             env.close()
+
+
+def test_tasks_select_part_of_a_suite_and_an_unknown_task_names_the_valid_ones() -> None:
+    from serl.bench.learn import SUITES, select_tasks
+
+    panda = SUITES["panda"]
+    assert select_tasks(panda, None) is panda
+    assert select_tasks(panda, ["sim:PandaPickCube-v0"]).tasks == ("sim:PandaPickCube-v0",)
+    with pytest.raises(ValueError, match="its tasks are sim:PandaPickCube-v0"):
+        select_tasks(panda, ["sim:PandaPush-v0"])

@@ -76,6 +76,11 @@ class ActorConfig:
     """Environment id: a gymnasium id or a prefixed one (sim:..., robot:...)."""
     env_params: dict[str, float] = field(default_factory=dict)
     """Dynamics parameters of a `sim:` env (e.g. {"friction": 0.5}); empty: the env's own."""
+    randomize: str = ""
+    """Domain randomisation of a `sim:` env: a named uncertainty set of its package (e.g.
+    friction-mass) or a box name=low:high,...; each training episode's dynamics are drawn
+    uniformly from it by the env's seeded rng, evaluation episodes run under env_params (or the
+    env's nominal values). Empty: off."""
     reward: ClassifierRewardConfig = field(default_factory=ClassifierRewardConfig)
     """Reward classifier (serl train-reward) whose decision replaces the env's reward and
     termination; off unless --reward.checkpoint is given."""
@@ -152,6 +157,36 @@ class ActorCounters:
     """Chunks queued for the learner."""
     first_policy_version: int = RANDOM_VERSION
     """Weights version of the first policy action (-1 before any)."""
+
+
+def randomization(
+    env: gym.Env, env_id: str, spec: str
+) -> tuple[dict[str, tuple[float, float]] | None, dict[str, float]]:
+    """The box of `--randomize spec` and the parameters evaluation episodes restore.
+
+    The box goes to the env as ``reset(options={"randomize": box})`` (the `sim:` tasks draw
+    from it with their seeded rng); evaluation resets pass ``{"params": ...}`` with the values
+    in force before any draw, so they always see the same dynamics.
+    """
+    if not spec:
+        return None, {}
+    from serl.robust.uncertainty import uncertainty_bounds
+
+    box = uncertainty_bounds(env_id, spec)
+    get_params = getattr(env.unwrapped, "get_params", None)
+    if get_params is None:
+        raise ValueError(
+            f"--randomize {spec!r}: {env_id} has no dynamics parameters to draw; domain "
+            "randomisation needs a sim: env"
+        )
+    current = get_params()
+    unknown = sorted(set(box) - set(current))
+    if unknown:
+        raise ValueError(
+            f"--randomize {spec!r}: {env_id} has no parameter {', '.join(unknown)}; "
+            f"its parameters are {', '.join(sorted(current))}"
+        )
+    return box, {name: float(current[name]) for name in box}
 
 
 def sanitize_action(
@@ -300,6 +335,7 @@ class Actor:
         self._intervention = SOURCES.index("intervention")
         self._timer = _Timer(cfg.control_hz)
         self._reset_seed: int | None = cfg.seed
+        self._randomize, self._eval_params = randomization(self.env, cfg.env, cfg.randomize)
 
     # ---- loop ---------------------------------------------------------------------------
 
@@ -331,7 +367,10 @@ class Actor:
     def run_episode(self) -> dict[str, Any] | None:
         """One episode; returns its statistics, or None when it was cut short by a stop."""
         is_eval = self._eval_due()
-        obs, _ = self.env.reset(seed=self._reset_seed)
+        options = None
+        if self._randomize is not None:
+            options = {"params": self._eval_params} if is_eval else {"randomize": self._randomize}
+        obs, _ = self.env.reset(seed=self._reset_seed, options=options)
         self._reset_seed = None  # seed the first reset only; the env's RNG carries on
         if hasattr(self.policy, "reset_episode"):  # stateful policies (IWOCS's composite)
             self.policy.reset_episode()

@@ -64,6 +64,10 @@ class TrainConfig:
     env_params: dict[str, float] = field(default_factory=dict)
     """Dynamics parameters of the actors' `sim:` envs (e.g. {"friction": 0.5}; IWOCS sets the
     model it solves); empty: the env's own."""
+    randomize: str = ""
+    """Domain randomisation: each actor's training episodes draw their dynamics from this
+    uncertainty set (a name such as friction-mass, or name=low:high,...); evaluation episodes
+    keep env_params. Empty: off."""
     agent: str = "sac"
     """Agent preset: sac, rlpd or drq (sets the defaults of --agent-cfg.*)."""
     agent_cfg: SACConfig = field(default_factory=SACConfig)
@@ -184,6 +188,7 @@ def child_configs(
         ActorConfig(
             env=cfg.env,
             env_params=dict(cfg.env_params),
+            randomize=cfg.randomize,
             agent=cfg.agent,
             agent_cfg=cfg.agent_cfg,
             data_port=data_port,

@@ -79,8 +79,10 @@ class FakeClient:
         return np.concatenate([chunk[name] for chunk in self.chunks])
 
 
-def policy_weights(version: int = 3, fill: float | None = None) -> Weights:
-    env = make_env("Pendulum-v1")
+def policy_weights(
+    version: int = 3, fill: float | None = None, env_id: str = "Pendulum-v1"
+) -> Weights:
+    env = make_env(env_id)
     tensors = policy_numpy(actor_policy(TINY, env.observation_space, env.action_space).state_dict())
     if fill is not None:
         tensors = {name: np.full_like(value, fill) for name, value in tensors.items()}
@@ -214,3 +216,46 @@ def test_a_stop_while_the_outbox_is_full_does_not_hang() -> None:
     counters = actor.run()  # every flush blocks until the stop
     assert time.monotonic() - started < 5.0
     assert counters.chunks == 0 and client.closed
+
+
+class ResetParams(gym.Wrapper):
+    """Remembers the dynamics parameters in force after every reset."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.params: list[dict[str, float]] = []
+
+    def reset(self, **kwargs: Any) -> Any:
+        result = self.env.reset(**kwargs)
+        self.params.append(dict(self.env.unwrapped.get_params()))
+        return result
+
+
+def test_randomize_draws_training_dynamics_from_the_box_and_evaluates_at_the_env_params() -> None:
+    env = ResetParams(make_env("sim:PandaReach-v0", max_episode_steps=3, params={"friction": 0.8}))
+    cfg = ActorConfig(
+        env="sim:PandaReach-v0", env_params={"friction": 0.8},
+        randomize="actuator_gain=0.5:0.7,friction=1.2:1.5", agent_cfg=TINY, random_steps=0,
+        eval_every=1, max_steps=12,
+    )  # fmt: skip
+    client = FakeClient(policy_weights(env_id="sim:PandaReach-v0"))
+    Actor(cfg, env=env, client=client).run()  # type: ignore[arg-type]
+    evals = [e["eval"] for e in client.episodes]
+    assert evals == [False, True] * 3 + [False]  # the run ends with its last training step
+    train = [p for p, is_eval in zip(env.params, evals, strict=True) if not is_eval]
+    for params in train:
+        assert 0.5 <= params["actuator_gain"] <= 0.7 and 1.2 <= params["friction"] <= 1.5
+    assert len({p["actuator_gain"] for p in train}) == 4  # a new draw every episode
+    for params, is_eval in zip(env.params, evals, strict=True):
+        if is_eval:
+            assert params["actuator_gain"] == 1.0 and params["friction"] == 0.8
+
+
+def test_randomize_names_an_unknown_parameter_and_a_non_sim_env() -> None:
+    with pytest.raises(ValueError, match="no parameter mass; its parameters are"):
+        Actor(
+            ActorConfig(env="sim:PandaReach-v0", randomize="mass=1:2", agent_cfg=TINY),
+            env=make_env("sim:PandaReach-v0"), client=FakeClient(),  # type: ignore[arg-type]
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="needs a sim: env"):
+        make_actor(FakeClient(), randomize="m=1:2")

@@ -7,8 +7,10 @@ deliberately plain so a reader can redo them by hand:
 * `value_at(curve, budget, window)`: the mean evaluation over the last `window` env steps up
   to `budget` (single evaluations are noisy; SB3 and the CURL / REDQ tables also average the
   evaluations near the budget). With no evaluation in the window, the last one before it.
-* `first_crossing(curve, threshold)`: the env steps and seconds at the first evaluation whose
-  value reaches `threshold` (NaN when the run never gets there).
+* `first_crossing(curve, threshold, window=k)`: the env steps and seconds at the first
+  evaluation where the mean of the last k evaluations reaches `threshold` (NaN when the run
+  never gets there). k = 1 for returns; a success rate from one-episode evaluations is 0 or 1
+  per point, so "90 % success" needs k = 10 (9 of the last 10 evaluation episodes).
 * `mean_std(values)`: mean and population std over seeds, NaN-aware (a seed that never
   reached a threshold is left out and counted separately by the caller).
 """
@@ -85,9 +87,21 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else math.nan
 
 
-def first_crossing(curve: Curve, threshold: float, metric: str = "returns") -> tuple[float, float]:
-    """(env steps, seconds) of the first evaluation >= `threshold`; (nan, nan) if none."""
-    reached = np.flatnonzero(curve.metric(metric) >= threshold)
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each run of `window` consecutive values (len(values) - window + 1 of them)."""
+    if window < 1:
+        raise ValueError(f"window={window}; expected at least 1 evaluation")
+    if len(values) < window:
+        return np.zeros(0)
+    return np.convolve(values, np.ones(window), mode="valid") / window  # 9 / 10 is 0.9 exactly
+
+
+def first_crossing(
+    curve: Curve, threshold: float, metric: str = "returns", window: int = 1
+) -> tuple[float, float]:
+    """(env steps, seconds) of the first evaluation at which the mean of the last `window`
+    evaluations is >= `threshold`; (nan, nan) if none."""
+    reached = window - 1 + np.flatnonzero(rolling_mean(curve.metric(metric), window) >= threshold)
     if not len(reached):
         return math.nan, math.nan
     i = reached[0]

@@ -39,7 +39,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from serl.agents.registry import agent_spec  # noqa: E402
-from serl.bench.curves import Curve, curve_from_metrics, first_crossing, mean_std, value_at  # noqa: E402
+from serl.bench.curves import (  # noqa: E402
+    Curve,
+    curve_from_metrics,
+    first_crossing,
+    mean_std,
+    rolling_mean,
+    value_at,
+)
 
 OURS = "serl"
 PEER = "sb3"
@@ -64,6 +71,8 @@ class Suite:
     """What the table reports: evaluation `returns` or `success` rate."""
     threshold: float | None = None
     """Env steps and wall-clock to reach this metric value are reported (None: not)."""
+    crossing_window: int = 1
+    """Evaluations averaged for the threshold crossing (`first_crossing`)."""
     published: dict[str, float] = field(default_factory=dict)
     """Published result per task at the last budget (drawn dashed, listed in the table)."""
     published_source: str = ""
@@ -125,6 +134,7 @@ SUITES: dict[str, Suite] = {
         random_steps=200,
         metric="success",
         threshold=0.9,
+        crossing_window=10,  # one-episode evaluations: 9 of the last 10 succeed
         demos=20,
         # RLPD with demos (symmetric sampling, LayerNorm critics), in SERL's sizes for a small
         # learner: 2 critics and G = 8 critic steps per env step (rail-berkeley/serl's SAC
@@ -190,6 +200,32 @@ def record_demos(task: str, episodes: int, out: Path) -> Path:
     return out
 
 
+RUN_RECORD = "bench_run.json"
+"""Written into a run's directory when it finishes, with its start time (the wall-clock origin
+of its curve): a rerun with the same `--out` reads finished runs back instead of repeating them."""
+
+
+def finished_curve(run_dir: Path) -> Curve | None:
+    """The curve of a finished run in `run_dir`; None when there is none. A run that started
+    and did not finish is an error: its curve would be cut, and resuming it would count the
+    time it was down."""
+    record = run_dir / RUN_RECORD
+    if record.exists():
+        start = float(json.loads(record.read_text())["start_time_s"])
+        return curve_from_metrics(run_dir / "metrics.jsonl", start)
+    if (run_dir / "metrics.jsonl").exists():
+        raise RuntimeError(
+            f"{run_dir} holds a run that did not finish; delete that directory to run it again"
+        )
+    return None
+
+
+def _record_finished(run_dir: Path, start_time_s: float) -> None:
+    tmp = run_dir / (RUN_RECORD + ".tmp")
+    tmp.write_text(json.dumps({"start_time_s": start_time_s}) + "\n")
+    tmp.replace(run_dir / RUN_RECORD)
+
+
 def _run_ours(
     suite: Suite, task: str, seed: int, run_dir: Path, device: str, prior: Path | None
 ) -> Curve:
@@ -214,6 +250,7 @@ def _run_ours(
     )
     start = time.time()
     train(cfg)
+    _record_finished(run_dir, start)
     return curve_from_metrics(run_dir / "metrics.jsonl", start)
 
 
@@ -230,6 +267,7 @@ def _run_peer(suite: Suite, task: str, seed: int, run_dir: Path) -> Curve:
         threads=PEER_THREADS,
     )
     start = train_sb3_sac(run, run_dir)
+    _record_finished(run_dir, start)
     return curve_from_metrics(run_dir / "metrics.jsonl", start)
 
 
@@ -240,7 +278,8 @@ def summarize(
     figures: dict[str, float] = {}
     header = ["task", "method", *(f"@{b:,}" for b in suite.budgets)]
     if suite.threshold is not None:
-        header += [f"steps to {suite.threshold:g}", f"seconds to {suite.threshold:g}"]
+        over = f" (mean of {suite.crossing_window})" if suite.crossing_window > 1 else ""
+        header += [f"steps to {suite.threshold:g}{over}", f"seconds to {suite.threshold:g}{over}"]
     header += ["wall-clock s", "published"]
     rows = [header]
     for (task, method), runs in curves.items():
@@ -253,7 +292,10 @@ def summarize(
             figures[f"{key}_{suite.metric}_at_{budget}_std"] = std
             row.append(f"{mean:.1f} ± {std:.1f}")
         if suite.threshold is not None:
-            crossings = [first_crossing(c, suite.threshold, suite.metric) for c in runs]
+            crossings = [
+                first_crossing(c, suite.threshold, suite.metric, suite.crossing_window)
+                for c in runs
+            ]
             steps, _ = mean_std([s for s, _ in crossings])
             seconds, _ = mean_std([t for _, t in crossings])
             reached = sum(math.isfinite(s) for s, _ in crossings)
@@ -280,16 +322,19 @@ def plot_suite(suite: Suite, curves: dict[tuple[str, str], list[Curve]], png: Pa
     )
     colors = {OURS: "tab:blue", PEER: "tab:orange"}
     label = "evaluation return" if suite.metric == "returns" else "success rate"
+    k = suite.crossing_window
+    if k > 1:
+        label += f" (mean of last {k} evaluations)"
     for row, task in enumerate(suite.tasks):
         for (curve_task, method), runs in curves.items():
             if curve_task != task:
                 continue
             for seed, c in enumerate(runs):
-                values = c.metric(suite.metric)
+                values = rolling_mean(c.metric(suite.metric), k)
                 kwargs = {"color": colors.get(method), "alpha": 0.8, "marker": "."}
                 kwargs["label"] = method if seed == 0 else None
-                axes[row, 0].plot(c.steps, values, **kwargs)
-                axes[row, 1].plot(c.seconds, values, **kwargs)
+                axes[row, 0].plot(c.steps[k - 1 :], values, **kwargs)
+                axes[row, 1].plot(c.seconds[k - 1 :], values, **kwargs)
         if task in suite.published:
             for ax in axes[row]:
                 ax.axhline(suite.published[task], ls="--", color="gray", label="published")
@@ -335,7 +380,10 @@ def run(
     curves: dict[tuple[str, str], list[Curve]] = {(t, m): [] for t in spec.tasks for m in methods}
     for task, method, seed in tqdm(jobs, desc=f"bench learn {suite}", unit="run"):
         run_dir = out / _slug(task) / f"{method}-seed{seed}"
-        if method == OURS:
+        curve = finished_curve(run_dir)
+        if curve is not None:
+            tqdm.write(f"{run_dir}: finished earlier, read back")
+        elif method == OURS:
             prior = (
                 record_demos(task, spec.demos, out / _slug(task) / "demos") if spec.demos else None
             )

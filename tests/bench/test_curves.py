@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serl.bench.curves import Curve, curve_from_metrics, first_crossing, mean_std, value_at
-from serl.bench.learn import SUITES, summarize
+from serl.bench.curves import (
+    Curve,
+    curve_from_metrics,
+    first_crossing,
+    mean_std,
+    rolling_mean,
+    value_at,
+)
+from serl.bench.learn import RUN_RECORD, SUITES, finished_curve, summarize
 
 
 def curve(steps, returns, seconds=None, success=None) -> Curve:
@@ -87,3 +94,29 @@ def test_summary_table_gives_mean_std_over_seeds_and_threshold_counts() -> None:
 def test_decreasing_steps_are_refused() -> None:
     with pytest.raises(ValueError, match="must not decrease"):
         curve([200, 100], [0.0, 0.0])
+
+
+def test_a_windowed_crossing_needs_the_mean_of_the_last_k_evaluations() -> None:
+    # one-episode success evaluations: an early lucky 1 is not "90 % success"
+    success = [0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1]
+    c = curve(list(range(100, 1700, 100)), [0.0] * 16, success=success)
+    assert first_crossing(c, 0.9, metric="success") == (200.0, 10.0)
+    # the 10 evaluations ending at index 12 hold 9 successes: exactly 0.9, the first crossing
+    assert first_crossing(c, 0.9, metric="success", window=10) == (1300.0, 120.0)
+    assert all(math.isnan(v) for v in first_crossing(c, 0.9, metric="success", window=20))
+    np.testing.assert_allclose(rolling_mean(np.array([1.0, 2.0, 3.0, 5.0]), 2), [1.5, 2.5, 4.0])
+    with pytest.raises(ValueError, match="at least 1"):
+        first_crossing(c, 0.9, window=0)
+
+
+def test_a_finished_run_is_read_back_and_an_unfinished_one_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "serl-seed0"
+    assert finished_curve(run_dir) is None  # never started
+    run_dir.mkdir()
+    lines = [{"step": 500, "time_s": 1012.5, "eval/return_mean": -700.0}]
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    with pytest.raises(RuntimeError, match="did not finish; delete that directory"):
+        finished_curve(run_dir)
+    (run_dir / RUN_RECORD).write_text(json.dumps({"start_time_s": 1000.0}))
+    c = finished_curve(run_dir)
+    assert c is not None and c.seconds.tolist() == [12.5] and c.returns.tolist() == [-700.0]

@@ -62,16 +62,27 @@ def _stack(rows: list[Any]) -> np.ndarray | dict[str, np.ndarray]:
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while a finished episode is written (delivered right after)."""
+    """Hold Ctrl-C and SIGTERM while a finished episode is written (delivered right after).
+
+    Python-level handlers, not a signal mask: a mask on the main thread does not hold a
+    signal the kernel delivers to another thread (tqdm's monitor, BLAS workers), and Python
+    then runs the handler in the main thread at once, in the middle of the write.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda number, _frame: caught.append(number))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])  # the held signal, under the restored handler
 
 
 def record_episode(

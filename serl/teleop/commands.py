@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,9 @@ def _record_demos(args: list[str]) -> int:
     from serl.teleop.recorder import record_dataset
 
     cfg = tyro.cli(RecordDemosConfig, args=args, prog="serl record-demos")
+    # Ctrl-C and SIGTERM must stop a recording whatever the launching process did: a signal
+    # mask is inherited, and with SIGINT blocked here the signal would stay pending forever.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     kwargs = {"obs_mode": cfg.obs_mode} if cfg.obs_mode else {}
     env = make_env(cfg.env, **kwargs)
     hz = (

@@ -84,14 +84,14 @@ def test_expert_without_a_prefix_or_policy_is_a_clear_error(tmp_path: Path, caps
     assert "pass --policy MODULE:FACTORY" in capsys.readouterr().out
 
 
-def start_recording(out: Path) -> subprocess.Popen:
+def start_recording(out: Path, preexec_fn=None) -> subprocess.Popen:
     args = ["record-demos", "--env", "Pendulum-v1", "--n", "1000", "--out", str(out),
             "--device", "expert", "--policy", "tests.teleop.policies:slow_pendulum_expert",
             "--max-steps", "40"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, "-c", CLI, *args], env=env, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
     )  # fmt: skip
 
 
@@ -122,3 +122,18 @@ def test_an_interrupted_recording_keeps_every_finished_episode(tmp_path: Path, s
     assert len(episodes) >= 2
     assert [e.seed for e in episodes] == list(range(len(episodes)))
     assert all(len(e) == 40 and e.observations.shape == (41, 3) for e in episodes)
+
+
+def test_ctrl_c_stops_a_recording_started_with_sigint_blocked(tmp_path: Path) -> None:
+    # a launcher's signal mask is inherited; with SIGINT blocked the recording never stopped
+    proc = start_recording(
+        tmp_path, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    )
+    try:
+        wait_for_episodes(tmp_path, 1, proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130

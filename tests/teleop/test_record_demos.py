@@ -84,7 +84,16 @@ def test_expert_without_a_prefix_or_policy_is_a_clear_error(tmp_path: Path, caps
     assert "pass --policy MODULE:FACTORY" in capsys.readouterr().out
 
 
-def start_recording(out: Path, preexec_fn=None) -> subprocess.Popen:
+def default_signals() -> None:
+    """In the child before exec: Ctrl-C as a shell gives it, whatever this pytest process
+    inherited or was left with by an earlier test (an ignored SIGINT is inherited through
+    exec, and Python then never installs its KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def start_recording(out: Path, preexec_fn=default_signals) -> subprocess.Popen:
     args = ["record-demos", "--env", "Pendulum-v1", "--n", "1000", "--out", str(out),
             "--device", "expert", "--policy", "tests.teleop.policies:slow_pendulum_expert",
             "--max-steps", "40"]  # fmt: skip
@@ -126,9 +135,11 @@ def test_an_interrupted_recording_keeps_every_finished_episode(tmp_path: Path, s
 
 def test_ctrl_c_stops_a_recording_started_with_sigint_blocked(tmp_path: Path) -> None:
     # a launcher's signal mask is inherited; with SIGINT blocked the recording never stopped
-    proc = start_recording(
-        tmp_path, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    )
+    def blocked() -> None:
+        default_signals()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    proc = start_recording(tmp_path, preexec_fn=blocked)
     try:
         wait_for_episodes(tmp_path, 1, proc)
         proc.send_signal(signal.SIGINT)

@@ -47,6 +47,7 @@ from serl.bench.curves import (  # noqa: E402
     rolling_mean,
     value_at,
 )
+from serl.bench.units import write_json_atomic  # noqa: E402
 
 OURS = "serl"
 PEER = "sb3"
@@ -221,9 +222,7 @@ def finished_curve(run_dir: Path) -> Curve | None:
 
 
 def _record_finished(run_dir: Path, start_time_s: float) -> None:
-    tmp = run_dir / (RUN_RECORD + ".tmp")
-    tmp.write_text(json.dumps({"start_time_s": start_time_s}) + "\n")
-    tmp.replace(run_dir / RUN_RECORD)
+    write_json_atomic(run_dir / RUN_RECORD, {"start_time_s": start_time_s})
 
 
 def _run_ours(

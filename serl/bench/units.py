@@ -27,7 +27,8 @@ def result_path(out: Path, spec: dict[str, Any]) -> Path:
     return out / "units" / f"{spec['name']}.json"
 
 
-def _write_atomic(path: Path, value: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, value: dict[str, Any]) -> None:
+    """`value` as JSON at `path`, never half-written (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(value, indent=1) + "\n")
@@ -64,7 +65,7 @@ def run_units(
         run_unit = importlib.import_module(module).run_unit
         for spec in todo:
             results[spec["name"]] = run_unit(spec)
-            _write_atomic(result_path(out, spec), results[spec["name"]])
+            write_json_atomic(result_path(out, spec), results[spec["name"]])
             bar.update()
     else:
         for spec in todo:
@@ -88,7 +89,7 @@ def main(argv: Sequence[str]) -> int:
     import torch
 
     torch.set_num_threads(1)
-    _write_atomic(Path(result), importlib.import_module(module).run_unit(json.loads(spec)))
+    write_json_atomic(Path(result), importlib.import_module(module).run_unit(json.loads(spec)))
     return 0
 
 

@@ -6,19 +6,24 @@ Zouitine et al. 2024, "Solving robust MDPs as a sequence of static RL problems",
 2. π_i = the composite of every model solved so far (min over the models' unregularised Q
    heads among the valid ones, Eq. 5; `serl.agents.iwocs_policy`);
 3. T_{i+1} = argmin_T V^{π_i}_T(s0) by CMA-ES or grid search over the box, V estimated by
-   the discounted return of `search_episodes` seeded episodes in `make_env(env, params=T)`;
+   the mean discounted return of `search_episodes` seeded episodes in
+   `make_env(env, params=T)` (`rollout`);
 4. stop when |V^{π_i}_{T_{i+1}}(s0) − Q_i(s0, π_i(s0))| <= ε (Eq. 6), else train on T_{i+1}
    (the new run loads all earlier models from the previous run's checkpoint) and repeat.
 After each run the validity radius of the new model is chosen from `validity_scales` (the
-scale whose composite has the best worst-case return over the models found so far), and
-written into that run's checkpoint. The registry of found models (their parameters, search
-values and checkpoints) is `run_dir/iwocs.json`; the last checkpoint holds every model with
-its parameters (`components.<j>.params`) and is what `serl eval-robust` evaluates.
+scale whose composite has the best worst-case value over the models found so far, V measured
+by the same `rollout` as the search), and written into that run's checkpoint. The registry of
+found models (their parameters, search values and checkpoints) is `run_dir/iwocs.json`; the
+last checkpoint holds every model with its parameters (`components.<j>.params`) and is what
+`serl eval-robust` evaluates.
 
-Decisions: Q_i(s0, ·) is averaged over the search episodes' first states; V uses the same
-discount as the agent, so both sides of the stopping rule are discounted values (episodes are
-time-limited, so Q, which bootstraps through truncation, reads somewhat higher: choose ε with
-that in mind). Each model gets the same env-step budget (`train.steps`).
+Decisions: s0 is not one state but the start distribution, so both sides of Eq. 6 are means
+over the first states of the search episodes at T_{i+1}: V as their mean discounted return,
+Q_i(s0, π_i(s0)) as the mean of the composite's start value over the same states. V uses the
+same discount as the agent, so both sides are discounted values (episodes are time-limited,
+so Q, which bootstraps through truncation, reads somewhat higher: choose ε with that in mind).
+Each model gets the same env-step budget (`train.steps`). The default box, `actuation-wide`
+(motor constant × joint damping), is one that changes Reach; friction and object mass do not.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from serl.agents.iwocs_policy import CompositePolicy
 from serl.checkpoint import read_checkpoint, save_checkpoint
 from serl.checkpoint_eval import load_policy
 from serl.envs import make_env
-from serl.robust.search import search
+from serl.robust.search import Bounds, SearchResult, search
 from serl.robust.uncertainty import uncertainty_bounds
 from serl.train import TrainConfig, train
 
@@ -53,8 +58,9 @@ SEARCH_SEED_OFFSET = 20_000
 class IWOCSRunConfig:
     env: str = "sim:PandaReach-v0"
     """Environment id whose `make_env(..., params=...)` sets dynamics parameters."""
-    uncertainty: str = "friction-mass"
-    """Named uncertainty set of the env's package, or a box name=low:high,name=low:high."""
+    uncertainty: str = "actuation-wide"
+    """Named uncertainty set of the env's package, or a box name=low:high,name=low:high (the
+    default, actuator_gain 0.4-1.4 × joint_damping 1-30, changes Reach; friction-mass does not)."""
     nominal: dict[str, float] = field(default_factory=dict)
     """T_0; empty: the centre of the box."""
     max_models: int = 3
@@ -82,43 +88,60 @@ class IWOCSRunConfig:
 @dataclass
 class IWOCSRecord:
     params: dict[str, float]
+    """T_i: the dynamics this model was trained on."""
     checkpoint: str
+    """The run's checkpoint (holds models 0..i)."""
     validity_scale: float
+    """The ρ_i scale chosen from `validity_scales`."""
     search_params: dict[str, float] | None = None
+    """T_{i+1}: the worst model the search found for π_i."""
     search_value: float | None = None
+    """V^{π_i}_{T_{i+1}}(s0): mean discounted return of the search episodes there."""
     predicted_value: float | None = None
+    """Q_i(s0, π_i(s0)): mean over the same episodes' first states (Eq. 6 compares the two)."""
 
 
-def _rollout(
+@dataclass(frozen=True)
+class Rollout:
+    value: float
+    """Mean discounted return Σ_t γ^t r_t over the episodes: the estimate of V^{π_i}_T(s0)."""
+    start_value: float
+    """Mean of Q_i(s0, π_i(s0)) over the same episodes' first states (Eq. 6's other side)."""
+
+
+def rollout(
     policy: CompositePolicy,
     env_id: str,
     params: dict[str, float],
+    *,
     episodes: int,
     seed: int,
     discount: float,
-) -> tuple[float, float, float]:
-    """(mean discounted return, mean return, mean Q_i(s0, π_i(s0))) of the composite."""
-    discounted, totals, q0 = [], [], []
+) -> Rollout:
+    """The composite's deterministic episodes `seed`, `seed+1`, ... in `make_env(params=...)`.
+
+    The one estimate of V that the worst-case search, the validity-scale choice and the
+    stopping rule all use, so the three compare like with like.
+    """
+    returns, start_values = [], []
     env = make_env(env_id, params=params)
     try:
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
             policy.reset_episode()
-            q0.append(policy.start_value(obs))
-            done, t, ret, disc = False, 0, 0.0, 0.0
+            start_values.append(policy.start_value(obs))
+            done, t, ret = False, 0, 0.0
             while not done:
                 obs, reward, terminated, truncated, _ = env.step(
                     policy.act(obs, deterministic=True)
                 )
-                ret += float(reward)
-                disc += discount**t * float(reward)
+                ret += discount**t * float(reward)
                 t += 1
                 done = terminated or truncated
-            discounted.append(disc)
-            totals.append(ret)
+            returns.append(ret)
     finally:
         env.close()
-    return float(np.mean(discounted)), float(np.mean(totals)), float(np.mean(q0))
+    return Rollout(float(np.mean(returns)), float(np.mean(start_values)))
 
 
 def set_validity_scale(checkpoint: Path, index: int, factor: float) -> None:
@@ -185,23 +208,9 @@ def run_iwocs(
         registry.append(record)
         previous = checkpoint
 
-        policy = _composite(checkpoint, cfg.env)
-        seed = cfg.seed + SEARCH_SEED_OFFSET
-
-        def objective(p: dict[str, float], policy: CompositePolicy = policy) -> float:
-            return _rollout(
-                policy,
-                cfg.env,
-                p,
-                cfg.search_episodes,
-                cfg.seed + SEARCH_SEED_OFFSET,
-                base.discount,
-            )[0]
-
-        found = search(
-            objective, bounds, method=cfg.search, budget=cfg.search_budget, seed=cfg.seed
+        found, predicted = _search_worst(
+            cfg, _composite(checkpoint, cfg.env), bounds, agent_cfg.discount
         )
-        predicted = _rollout(policy, cfg.env, found.params, 1, seed, base.discount)[2]
         record.search_params, record.search_value = found.params, found.value
         record.predicted_value = predicted
         _write_registry(run_dir, registry)
@@ -215,6 +224,29 @@ def run_iwocs(
     return registry
 
 
+def _search_worst(
+    cfg: IWOCSRunConfig, policy: CompositePolicy, bounds: Bounds, discount: float
+) -> tuple[SearchResult, float]:
+    """T_{i+1} = argmin_T V^{π_i}_T(s0), and Q_i(s0, π_i(s0)) averaged over the first states
+    of the very search episodes that measured V at T_{i+1}."""
+    rollouts: dict[tuple[tuple[str, float], ...], Rollout] = {}
+
+    def objective(params: dict[str, float]) -> float:
+        result = rollout(
+            policy,
+            cfg.env,
+            params,
+            episodes=cfg.search_episodes,
+            seed=cfg.seed + SEARCH_SEED_OFFSET,
+            discount=discount,
+        )
+        rollouts[tuple(sorted(params.items()))] = result
+        return result.value
+
+    found = search(objective, bounds, method=cfg.search, budget=cfg.search_budget, seed=cfg.seed)
+    return found, rollouts[tuple(sorted(found.params.items()))].start_value
+
+
 def _choose_validity_scale(
     cfg: IWOCSRunConfig,
     checkpoint: Path,
@@ -223,7 +255,8 @@ def _choose_validity_scale(
     params: dict[str, float],
     agent_cfg: IWOCSConfig,
 ) -> float:
-    """The scale of ρ_index with the best worst-case return over the models found so far."""
+    """The scale of ρ_index with the best worst-case value (`rollout`, as in the search) over
+    the models found so far."""
     models = [r.params for r in registry] + [params]
     best_scale, best_worst = 1.0, -np.inf
     current = agent_cfg.validity_scale
@@ -232,7 +265,14 @@ def _choose_validity_scale(
         current = scale
         policy = _composite(checkpoint, cfg.env)
         worst = min(
-            _rollout(policy, cfg.env, p, cfg.search_episodes, cfg.seed, agent_cfg.discount)[1]
+            rollout(
+                policy,
+                cfg.env,
+                p,
+                episodes=cfg.search_episodes,
+                seed=cfg.seed,
+                discount=agent_cfg.discount,
+            ).value
             for p in models
         )
         if worst > best_worst:

@@ -56,12 +56,12 @@ def test_iwocs_iteration_trains_on_its_model_and_evaluates_over_a_grid(
     agent_cfg = IWOCSConfig(
         hidden_dims=(16,),
         batch_size=16,
-        param_names=("friction", "object_mass"),
-        model_params=(0.6, 1.5),
+        param_names=("actuator_gain", "joint_damping"),
+        model_params=(0.6, 10.0),
     )
     cfg = TrainConfig(
         env=REACH,
-        env_params={"friction": 0.6, "object_mass": 1.5},
+        env_params={"actuator_gain": 0.6, "joint_damping": 10.0},
         agent="iwocs",
         agent_cfg=agent_cfg,
         actors=1,
@@ -78,12 +78,12 @@ def test_iwocs_iteration_trains_on_its_model_and_evaluates_over_a_grid(
     metrics = finite_update_metrics(run, "iwocs/predictor_l1")
     assert metrics["iwocs/validity_radius"] > 0
     actor_cfg = json.loads((run / "configs" / "actor-0.json").read_text())
-    assert actor_cfg["env_params"] == {"friction": 0.6, "object_mass": 1.5}
+    assert actor_cfg["env_params"] == {"actuator_gain": 0.6, "joint_damping": 10.0}
     _, state = read_checkpoint(result.checkpoint)
-    assert state["policy"]["components.0.params"].tolist() == pytest.approx([0.6, 1.5])
+    assert state["policy"]["components.0.params"].tolist() == pytest.approx([0.6, 10.0])
 
     png = tmp_path / "grid.png"
-    box = "friction=0.5:1.5,object_mass=0.5:2"
+    box = "actuator_gain=0.4:1.4,joint_damping=1:30"
     code = main([
         "eval-robust", str(result.checkpoint), "--uncertainty", box, "--grid", "2",
         "--episodes", "1", "--png", str(png), "--json", str(tmp_path / "g.json"),
@@ -99,7 +99,7 @@ def test_iwocs_iteration_trains_on_its_model_and_evaluates_over_a_grid(
     resumed = train(dataclasses.replace(cfg, steps=400, resume=True))
     header, state = read_checkpoint(resumed.checkpoint)
     assert header["metadata"]["counters"]["env_steps"] == 400
-    assert state["policy"]["components.0.params"].tolist() == pytest.approx([0.6, 1.5])
+    assert state["policy"]["components.0.params"].tolist() == pytest.approx([0.6, 10.0])
 
 
 @pytest.mark.timeout(240)
@@ -107,13 +107,17 @@ def test_iwocs_outer_loop_trains_on_the_found_worst_model_and_keeps_the_registry
     tmp_path: Path,
 ) -> None:
     from serl.agents.sac import SACConfig
-    from serl.robust.iwocs import IWOCSRunConfig, read_registry, run_iwocs
+    from serl.checkpoint_eval import load_policy
+    from serl.robust.iwocs import SEARCH_SEED_OFFSET, IWOCSRunConfig, read_registry, run_iwocs
+    from serl.robust.search import grid_points
+    from serl.robust.uncertainty import uncertainty_bounds
+    from tests.robust.rollouts import discounted_return
 
     cfg = IWOCSRunConfig(
-        env=REACH,
-        uncertainty="friction=0.5:1.5,object_mass=0.5:2",
+        env=REACH,  # and the default box, actuation-wide, which changes Reach
         max_models=2,
-        epsilon=-1.0,  # never met: exactly max_models models
+        epsilon=-1.0,  # never met: exactly max_models models (tests/robust/test_iwocs_loop.py
+        # exercises the stopping rule itself)
         search="grid",
         search_budget=4,
         search_episodes=1,
@@ -132,14 +136,22 @@ def test_iwocs_outer_loop_trains_on_the_found_worst_model_and_keeps_the_registry
     registry = run_iwocs(cfg)
     saved = read_registry(tmp_path / "iwocs")
     assert len(registry) == len(saved) == 2
-    assert saved[0]["params"] == {"friction": 1.0, "object_mass": 1.25}  # the box centre
+    centre = {"actuator_gain": 0.9, "joint_damping": 15.5}
+    assert saved[0]["params"] == pytest.approx(centre)
     assert saved[1]["params"] == saved[0]["search_params"]  # trained on the worst model found
-    assert saved[0]["search_params"] in [
-        {"friction": f, "object_mass": m} for f in (0.5, 1.5) for m in (0.5, 2.0)
-    ]  # a 2x2 grid: the corners
+    corners = grid_points(uncertainty_bounds(REACH, cfg.uncertainty), 2)
+    assert saved[0]["search_params"] in corners  # a 2x2 grid: the corners
+    policy = load_policy(saved[0]["checkpoint"], env=REACH).policy
+    discount = cfg.train.agent_cfg.discount
+    values = [
+        discounted_return(policy, REACH, p, episodes=1, seed=SEARCH_SEED_OFFSET, discount=discount)
+        for p in corners
+    ]
+    assert saved[0]["search_value"] == pytest.approx(min(values), abs=1e-6), values  # the worst
+    assert saved[0]["search_params"] == corners[values.index(min(values))]
     assert all(r["validity_scale"] in (1.0, 4.0) for r in saved)
     _, state = read_checkpoint(Path(saved[-1]["checkpoint"]))
-    registry_params = [[r["params"]["friction"], r["params"]["object_mass"]] for r in saved]
+    registry_params = [[r["params"]["actuator_gain"], r["params"]["joint_damping"]] for r in saved]
     for j, params in enumerate(registry_params):
         assert state["policy"][f"components.{j}.params"].tolist() == pytest.approx(params)
     _, first = read_checkpoint(Path(saved[0]["checkpoint"]))

@@ -92,25 +92,51 @@ def test_importance_weight_is_one_for_small_actions_and_zero_for_large(classifie
     large = np.abs(sim["action"][:, 0]) > 0.5
     assert rho[small].mean() > 0.8
     assert rho[large].mean() < 0.05
-    assert rho.min() >= 1e-5 and rho.max() <= 1.0
 
 
-def test_dynamics_gap_is_nonnegative_and_increases_with_action_size(classifiers):
-    rng = np.random.default_rng(3)
-    # States spread like the transition noise (std 0.1), so the perturbed s' of the gap
-    # estimate stay near the data the classifiers were trained on.
-    sim = transitions(rng, 6000, sim=True, max_state=0.17)
-    real = transitions(rng, 1000, sim=False, max_state=0.17)
-    real_std = torch.from_numpy(real["obs"]).std(dim=0)
-    gap = classifiers.dynamics_gap(*_tensors(sim), real_std).numpy()
-    assert gap.min() >= 0.0
-    size = np.abs(sim["action"][:, 0])
-    edges = [0.0, 0.1, 0.25, 0.4, 0.6, 1.0]
-    means = [
-        gap[(size >= lo) & (size < hi)].mean() for lo, hi in zip(edges, edges[1:], strict=False)
-    ]
-    assert all(b > a for a, b in zip(means, means[1:], strict=False)), means
-    assert means[-1] > 10 * means[0]
+def set_constant_logits(classifier: torch.nn.Module, raw: tuple[float, float]) -> None:
+    """Zero weights everywhere, so the raw (real, sim) outputs are the last layer's bias."""
+    with torch.no_grad():
+        for p in classifier.parameters():
+            p.zero_()
+        last = [m for m in classifier.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.bias.copy_(torch.tensor(raw))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+@pytest.mark.parametrize(
+    ("sas_raw", "ratio_by_hand", "rho"),
+    [
+        ((-0.05, 0.0), 0.606783, 0.606783),  # e^(10·tanh(−0.05)): inside the clamp
+        ((0.05, 0.0), 1.648035, 1.0),  # e^(10·tanh(0.05)): sim data is never up-weighted
+        ((-0.9, 0.9), 6.002e-7, 1e-5),  # e^(−20·tanh(0.9)): floored
+    ],
+)
+def test_importance_weight_is_the_clamped_probability_ratio_of_the_classifiers(
+    sas_raw, ratio_by_hand, rho
+):
+    """ρ = p(real|sas)·p(sim|sa) / (p(sim|sas)·p(real|sa)) from hand-set classifier outputs,
+    the sas probabilities taken from the sum of both logits; clamped to [1e-5, 1]. The sa terms
+    cancel in the exact ratio (it is e^(D_sas,real − D_sas,sim)), but only if each one sits
+    where it belongs: D_sa's logits here differ by 20·tanh(0.1) ≈ 2, so a swapped one shows."""
+    bound, sa_raw = 10.0, (0.1, -0.1)
+    cfg = H2OConfig(hidden_dims=(8,), discriminator_hidden_dims=(8,), logit_bound=bound)
+    agent = H2OAgent(cfg, STATE, UNIT, seed=0)
+    set_constant_logits(agent.d_sa, sa_raw)
+    set_constant_logits(agent.d_sas, sas_raw)
+    sa_logits = bound * np.tanh(sa_raw)
+    p_sa = softmax(sa_logits)
+    p_sas = softmax(bound * np.tanh(sas_raw) + sa_logits)
+    ratio = p_sas[0] * p_sa[1] / (p_sas[1] * p_sa[0])
+    assert ratio == pytest.approx(ratio_by_hand, rel=1e-3)
+    s = torch.tensor([[0.3], [-0.5], [0.0]])
+    a = torch.tensor([[0.2], [-0.9], [0.6]])
+    weight = agent.importance_weight(s, a, s + a)
+    np.testing.assert_allclose(weight.numpy(), np.full(3, rho), rtol=1e-4)
 
 
 def _train_h2o(penalty_weight: float, steps: int = 300) -> H2OAgent:

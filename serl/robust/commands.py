@@ -20,9 +20,10 @@ def _eval_robust(args: list[str]) -> int:
     parser.add_argument("--env", help="env id (default: the checkpoint's)")
     parser.add_argument(
         "--uncertainty",
-        default="friction-mass",
-        help="a named set of the env's package (friction, mass, friction-mass, ...) or an "
-        "explicit box name=low:high,name=low:high (default friction-mass)",
+        default="actuation-wide",
+        help="a named set of the env's package (actuation-wide, friction-mass, ...) or an "
+        "explicit box name=low:high,name=low:high (default actuation-wide, the default box of "
+        "serl iwocs; friction and object mass do not change Reach)",
     )
     parser.add_argument("--grid", type=int, default=5, help="points per parameter (default 5)")
     parser.add_argument("--episodes", type=int, default=3, help="episodes per point (default 3)")

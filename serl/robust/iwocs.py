@@ -59,8 +59,7 @@ class IWOCSRunConfig:
     env: str = "sim:PandaReach-v0"
     """Environment id whose `make_env(..., params=...)` sets dynamics parameters."""
     uncertainty: str = "actuation-wide"
-    """Named uncertainty set of the env's package, or a box name=low:high,name=low:high (the
-    default, actuator_gain 0.4-1.4 × joint_damping 1-30, changes Reach; friction-mass does not)."""
+    """Named set of the env's package or a box name=low:high,...; actuation-wide changes Reach."""
     nominal: dict[str, float] = field(default_factory=dict)
     """T_0; empty: the centre of the box."""
     max_models: int = 3

@@ -83,9 +83,8 @@ def test_iwocs_iteration_trains_on_its_model_and_evaluates_over_a_grid(
     assert state["policy"]["components.0.params"].tolist() == pytest.approx([0.6, 10.0])
 
     png = tmp_path / "grid.png"
-    box = "actuator_gain=0.4:1.4,joint_damping=1:30"
-    code = main([
-        "eval-robust", str(result.checkpoint), "--uncertainty", box, "--grid", "2",
+    code = main([  # the default box, actuation-wide
+        "eval-robust", str(result.checkpoint), "--grid", "2",
         "--episodes", "1", "--png", str(png), "--json", str(tmp_path / "g.json"),
     ])  # fmt: skip
     out = capsys.readouterr().out

@@ -1,7 +1,6 @@
 """Benchmark units: parallel worker processes, results kept on disk, resume, clear failures."""
 
 import json
-import math
 
 import pytest
 
@@ -21,8 +20,11 @@ def test_units_run_in_worker_processes_and_a_rerun_reads_their_results(tmp_path)
     specs = [spec(0), spec(1)]
     results = run_units("serl.bench.hybrid", specs, tmp_path, jobs=2)
     assert set(results) == {"seed0", "seed1"}
-    for result in results.values():
-        assert math.isfinite(result["h2o_real_return"]) and result["h2o_real_return"] <= 0
+    # Each worker ran its own spec: the two seeds train and evaluate differently (a worker
+    # that lost its spec's seed would give both the same numbers).
+    assert set(results["seed0"]) == set(results["seed1"])
+    for key in ("h2o_real_return", "sim_only_real_return", "dataset_return_per_step"):
+        assert results["seed0"][key] != results["seed1"][key], key
     for s in specs:  # each worker wrote its result and its log
         assert json.loads(result_path(tmp_path, s).read_text()) == results[s["name"]]
         assert result_path(tmp_path, s).with_suffix(".log").exists()
@@ -36,7 +38,7 @@ def test_units_run_in_worker_processes_and_a_rerun_reads_their_results(tmp_path)
     assert again["seed1"] == results["seed1"]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # two tiny runs; a busy 2-core machine took 40 s for one
 def test_in_process_units_give_the_same_results_as_run_seed(tmp_path):
     from serl.bench.hybrid import parse_params, run_seed
 

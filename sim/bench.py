@@ -11,6 +11,9 @@ per CPU-second of the process, which other load on a shared machine does not cha
 (pixels at 128 x 128, one camera), and with robosuite installed
 ``robosuite_Lift_Panda_{state,pixels}_steps_per_s`` those of ``robosuite:Lift-Panda`` (pixels:
 its two default cameras at 128 x 128). `run` has the signature of `serl.bench` modules.
+`--smoke` steps every env 30 times with state and 10 times with pixels: what CI runs to catch a
+broken benchmark or an adapter broken by a dm_control or robosuite release. Its figures are not
+measurements.
 """
 
 from __future__ import annotations
@@ -65,12 +68,28 @@ def steps_per_second(env_id: str, obs_mode: str, steps: int, seed: int = 0) -> t
     return steps / cpu, steps / elapsed
 
 
-def run(quick: bool = False, device: str = "cpu") -> dict[str, float]:
+STEPS = {
+    "full": {"state": 2000, "pixels": 500},
+    "quick": {"state": 300, "pixels": 100},
+    "smoke": {"state": 30, "pixels": 10},
+}
+"""Env steps per task and observation mode of each size."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few steps of every env, for CI (figures are not measurements)",
+    )
+
+
+def run(quick: bool = False, device: str = "cpu", smoke: bool = False) -> dict[str, float | bool]:
     """Steps/s of every task with state and pixel observations (`device` is unused)."""
     from sim.registration import TASKS
 
     pin_to_one_core()
-    steps = {"state": 300 if quick else 2000, "pixels": 100 if quick else 500}
+    steps = STEPS["smoke" if smoke else "quick" if quick else "full"]
     env_ids = list(TASKS)
     if importlib.util.find_spec("dm_control") is not None:
         env_ids.append("dmc:cheetah-run")
@@ -80,7 +99,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, float]:
         env_ids.append("robosuite:Lift-Panda")
     else:
         logger.info("robosuite is not installed: no robosuite:Lift-Panda figures")
-    figures: dict[str, float] = {}
+    figures: dict[str, float | bool] = {"smoke": True} if smoke else {}
     for env_id in env_ids:
         name = env_id.removesuffix("-v0").replace(":", "_").replace("-", "_")
         for mode, n in steps.items():
@@ -96,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps (about 30 s)")
     parser.add_argument("--json", type=Path, help="also write the figures as one JSON object")
+    add_arguments(parser)
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    figures = run(quick=opts.quick)
+    figures = run(quick=opts.quick, smoke=opts.smoke)
     if opts.json:
         opts.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -9,13 +9,19 @@
 * `image_bytes_per_transition`: a 10k-transition buffer of two 128x128x3 cameras in 100-step
   episodes; frames stored once means about 1.01x one observation's frame bytes.
 The observation is 17-D and the action 6-D (HalfCheetah's sizes) for the state benchmarks.
+
+`--smoke` (`SIZES["smoke"]`) runs every measurement above, SB3 included, for a few seconds
+each, with DrQ at batch 16 and a 1,000-transition camera buffer: what CI runs to catch a
+broken benchmark or SB3 API drift. Its speed figures are not measurements.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -27,6 +33,39 @@ from serl.data.samplers import UniformSampler
 OBS_DIM, ACTION_DIM, BATCH = 17, 6, 256
 STATE_SPACE = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
 ACTION_SPACE = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+SB3_FILL = 2_000
+"""Random transitions in SB3's own replay buffer before its updates are timed."""
+
+
+@dataclass(frozen=True)
+class Size:
+    seconds: float
+    """Length of one SAC timing round (RLPD is timed for twice as long)."""
+    rounds: int
+    """Alternating ours / SB3 rounds; the medians are reported."""
+    drq_batch: int
+    """Batch of the timed DrQ updates."""
+    drq_calls: int
+    """Timed DrQ update calls (each takes seconds on a CPU at batch 256)."""
+    drq_buffer: int
+    """Transitions in the DrQ replay buffer."""
+    camera_buffer: int
+    """Transitions in the buffer whose bytes per transition are reported."""
+
+
+SIZES = {
+    "full": Size(5.0, 5, BATCH, 5, 5_000, 10_000),
+    "quick": Size(2.0, 3, BATCH, 2, 1_000, 10_000),
+    "smoke": Size(0.3, 2, 16, 1, 200, 1_000),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds-long run of every measurement, for CI (figures are not measurements)",
+    )
 
 
 def image_space(size: int = 128) -> gym.spaces.Dict:
@@ -126,20 +165,21 @@ def sb3_sac_step(device: str) -> Callable[[], object]:
         "MlpPolicy",
         RandomEnv(),
         batch_size=BATCH,
-        learning_starts=0,
+        learning_starts=SB3_FILL,  # filling the buffer trains nothing: only `train` is timed
         policy_kwargs={"net_arch": [256, 256]},
         device=device,
         seed=0,
     )
-    model.learn(2_000)  # fills SB3's own replay buffer
+    model.learn(SB3_FILL)  # fills SB3's own replay buffer
     return lambda: model.train(gradient_steps=1, batch_size=BATCH)
 
 
-def run(quick: bool, device: str) -> dict[str, float]:
-    seconds, rounds = (2.0, 3) if quick else (5.0, 5)
+def run(quick: bool, device: str, smoke: bool = False) -> dict[str, float | bool]:
+    size = SIZES["smoke" if smoke else "quick" if quick else "full"]
+    seconds = size.seconds
     ours_step, sb3_step = ours_sac_step(device), sb3_sac_step(device)
     ours, sb3 = [], []
-    for _ in range(rounds):
+    for _ in range(size.rounds):
         ours.append(rate(ours_step, seconds))
         sb3.append(rate(sb3_step, seconds))
     sac, peer = statistics.median(ours), statistics.median(sb3)
@@ -150,18 +190,19 @@ def run(quick: bool, device: str) -> dict[str, float]:
     rlpd_calls = rate(lambda: rlpd.update(rlpd_sampler.sample()), seconds * 2, warmup=1)
 
     pixels = image_space()
-    drq = SACAgent(SACConfig(), pixels, ACTION_SPACE, device=device)
-    drq_buffer = filled_buffer(pixels, 1_000 if quick else 5_000)
-    drq_sampler = UniformSampler(drq_buffer, BATCH, seed=0)
-    drq_rate = timed_calls(lambda: drq.update(drq_sampler.sample()), 2 if quick else 5)
+    drq = SACAgent(SACConfig(batch_size=size.drq_batch), pixels, ACTION_SPACE, device=device)
+    drq_buffer = filled_buffer(pixels, size.drq_buffer)
+    drq_sampler = UniformSampler(drq_buffer, size.drq_batch, seed=0)
+    drq_rate = timed_calls(lambda: drq.update(drq_sampler.sample()), size.drq_calls)
 
     cameras = gym.spaces.Dict({k: pixels.spaces[k] for k in ("front", "wrist")})
-    camera_buffer = filled_buffer(cameras, 10_000)
+    camera_buffer = filled_buffer(cameras, size.camera_buffer)
     # Every slot of the buffer is in use: frame storage divided by complete transitions.
     frame_bytes = camera_buffer.observation_nbytes_per_slot * camera_buffer.capacity
     frame_bytes /= len(camera_buffer)
     one_obs_frames = 2 * 128 * 128 * 3
     return {
+        **({"smoke": True} if smoke else {}),
         "sac_updates_per_s": sac,
         "sb3_sac_updates_per_s": peer,
         "ratio_vs_sb3": sac / peer,
@@ -169,4 +210,5 @@ def run(quick: bool, device: str) -> dict[str, float]:
         "drq_updates_per_s": drq_rate,
         "image_bytes_per_transition": frame_bytes,
         "image_bytes_ratio_to_one_obs": frame_bytes / one_obs_frames,
+        "drq_batch": float(size.drq_batch),
     }

@@ -16,11 +16,15 @@ Figures (keys as in issue 3):
   alone / with actors so machine noise hits both alike; the figure uses the medians.
   Target: <= 0.10.
 
+`--smoke` is `--quick` with one 1-second slowdown round: what CI runs to catch a broken
+benchmark. Its figures are not measurements.
+
 Actor side of the slowdown measurement: `python -m serl.bench.transport CONFIG_JSON`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import statistics
@@ -44,6 +48,14 @@ ACTOR_RATE = 500.0
 """Transitions per second sent by each of the two actors."""
 PREFILL = 5_000
 """Transitions in the replay buffer before measuring (so sampling costs what it would)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds-long run of every measurement, for CI (figures are not measurements)",
+    )
 
 
 def _pendulum_chunk(start: int, n: int = CHUNK) -> dict[str, np.ndarray]:
@@ -115,9 +127,9 @@ def _updates_per_s(learner: Any, seconds: float) -> float:
     return (learner.counters.updates - start_updates) / elapsed
 
 
-def learner_slowdown(quick: bool, device: str) -> dict[str, float]:
+def learner_slowdown(quick: bool, device: str, smoke: bool = False) -> dict[str, float]:
     """1 − updates/s with two streaming actors ÷ updates/s alone (medians over rounds)."""
-    seconds, rounds = (3.0, 2) if quick else (8.0, 4)
+    seconds, rounds = (1.0, 1) if smoke else (3.0, 2) if quick else (8.0, 4)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     alone: list[float] = []
@@ -159,9 +171,10 @@ def learner_slowdown(quick: bool, device: str) -> dict[str, float]:
     }
 
 
-def run(quick: bool, device: str) -> dict[str, float]:
-    figures: dict[str, float] = dict(measure_transport(quick))
-    figures |= learner_slowdown(quick, device)
+def run(quick: bool, device: str, smoke: bool = False) -> dict[str, float | bool]:
+    figures: dict[str, float | bool] = {"smoke": True} if smoke else {}
+    figures |= measure_transport(quick or smoke)
+    figures |= learner_slowdown(quick, device, smoke)
     return figures
 
 

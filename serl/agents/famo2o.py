@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from serl.agents.policy import obs_to_tensor
 from serl.agents.sac import action_dim_of
+from serl.agents.sac_parts import Temperature, soft_update
 from serl.agents.sources import prior_mask
 from serl.data.batch import Batch, Obs
 from serl.nets.encoders import ObservationEncoder
@@ -196,8 +197,8 @@ class FamO2OAgent:
         self.critic.to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.value = MLP(features, cfg.hidden_dims, 1).to(self.device)
-        self.log_temperature = torch.tensor(
-            float(np.log(cfg.balance_init_temperature)), device=self.device, requires_grad=True
+        self.balance_temperature = Temperature(
+            cfg.balance_init_temperature, cfg.balance_target_entropy, cfg.balance_lr, self.device
         )
         adam = {"fused": True}
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, **adam)
@@ -207,9 +208,6 @@ class FamO2OAgent:
         )
         self.balance_optimizer = torch.optim.Adam(
             self.policy.balance.parameters(), lr=cfg.balance_lr, **adam
-        )
-        self.temperature_optimizer = torch.optim.Adam(
-            [self.log_temperature], lr=cfg.balance_lr, **adam
         )
         self.steps = 0
 
@@ -263,10 +261,7 @@ class FamO2OAgent:
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(
-                list(self.target_critic.parameters()), list(self.critic.parameters()), cfg.tau
-            )
+        soft_update(self.target_critic.parameters(), self.critic.parameters(), cfg.tau)
         return {"critic/loss": loss.item(), "critic/q_mean": q.detach().mean().item()}
 
     def _universal_step(
@@ -319,17 +314,12 @@ class FamO2OAgent:
         x, log_prob = policy.balance.sample(features, self.generator)
         beta = policy.beta(x[:, 0])
         q = q_value(features, sample_action(features, beta))
-        temperature = self.log_temperature.detach().exp()
+        temperature = self.balance_temperature.value
         loss = (temperature * log_prob - q).mean()
         self.balance_optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=list(policy.balance.parameters()))  # only π_b steps
         self.balance_optimizer.step()
-
-        target = self.cfg.balance_target_entropy
-        t_loss = -(self.log_temperature.exp() * (log_prob.detach() + target)).mean()
-        self.temperature_optimizer.zero_grad(set_to_none=True)
-        t_loss.backward()
-        self.temperature_optimizer.step()
+        self.balance_temperature.step(log_prob.detach())
         with torch.no_grad():
             beta_det = policy.deterministic_beta(features)
         return {
@@ -350,8 +340,11 @@ class FamO2OAgent:
             "critic": self.critic.state_dict(),
             "target_critic": self.target_critic.state_dict(),
             "value": self.value.state_dict(),
-            "log_temperature": self.log_temperature.detach().clone(),
-            "optim": {name: opt.state_dict() for name, opt in self._optimizers().items()},
+            "log_temperature": self.balance_temperature.log_value.detach().clone(),
+            "optim": {
+                **{name: opt.state_dict() for name, opt in self._optimizers().items()},
+                "temperature": self.balance_temperature.optimizer.state_dict(),
+            },
             "rng": {"update": self.generator.get_state(), "act": self.act_generator.get_state()},
             "counters": {"steps": self.steps},
         }
@@ -361,8 +354,7 @@ class FamO2OAgent:
         self.critic.load_state_dict(state["critic"])
         self.target_critic.load_state_dict(state["target_critic"])
         self.value.load_state_dict(state["value"])
-        with torch.no_grad():
-            self.log_temperature.copy_(state["log_temperature"])
+        self.balance_temperature.load(state["log_temperature"], state["optim"]["temperature"])
         for name, optimizer in self._optimizers().items():
             optimizer.load_state_dict(state["optim"][name])
         self.generator.set_state(state["rng"]["update"])
@@ -375,5 +367,4 @@ class FamO2OAgent:
             "value": self.value_optimizer,
             "universal": self.universal_optimizer,
             "balance": self.balance_optimizer,
-            "temperature": self.temperature_optimizer,
         }

@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serl.agents.policy import ActorPolicy, PolicyAgentMixin
 from serl.agents.sac import SACConfig, action_dim_of, make_policy
+from serl.agents.sac_parts import Temperature, soft_update
 from serl.agents.sources import split_sources
 from serl.data.batch import Batch
 from serl.nets.ensemble import CriticEnsemble
@@ -166,17 +166,19 @@ class H2OAgent(PolicyAgentMixin):
         self.d_sas = DynamicsClassifier(2 * obs_dim + action_dim, hidden, cfg.logit_bound)
         self.d_sa.to(self.device)
         self.d_sas.to(self.device)
-        self.log_alpha = torch.tensor(
-            float(np.log(cfg.init_temperature)), device=self.device, requires_grad=True
+        self.temperature = Temperature(
+            cfg.init_temperature,
+            cfg.target_entropy_per_dim * action_dim,
+            cfg.temperature_lr,
+            self.device,
         )
-        self.target_entropy = cfg.target_entropy_per_dim * action_dim
+        self.log_alpha = self.temperature.log_value
+        self.target_entropy = self.temperature.target_entropy
 
         adam = {"fused": True}
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, **adam)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, **adam)
-        self.temperature_optimizer = torch.optim.Adam(
-            [self.log_alpha], lr=cfg.temperature_lr, **adam
-        )
+        self.temperature_optimizer = self.temperature.optimizer
         self.discriminator_optimizer = torch.optim.Adam(
             [*self.d_sa.parameters(), *self.d_sas.parameters()], lr=cfg.discriminator_lr, **adam
         )
@@ -186,7 +188,7 @@ class H2OAgent(PolicyAgentMixin):
 
     @property
     def alpha(self) -> Tensor:
-        return self.log_alpha.detach().exp()
+        return self.temperature.value
 
     # ----------------------------------------------------------------------------- classifiers
     def _logits(
@@ -329,10 +331,7 @@ class H2OAgent(PolicyAgentMixin):
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(
-                list(self.target_critic.parameters()), list(self.critic.parameters()), cfg.tau
-            )
+        soft_update(self.target_critic.parameters(), self.critic.parameters(), cfg.tau)
         self.critic_steps += 1
         return {"critic/loss": loss.item(), **info}
 
@@ -350,10 +349,7 @@ class H2OAgent(PolicyAgentMixin):
         return {"actor/loss": loss.item(), "actor/entropy": entropy.item()}, log_prob.detach()
 
     def _temperature_step(self, log_prob: Tensor) -> dict[str, float]:
-        loss = -(self.log_alpha.exp() * (log_prob + self.target_entropy)).mean()
-        self.temperature_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.temperature_optimizer.step()
+        loss = self.temperature.step(log_prob)
         return {"temperature/alpha": self.alpha.item(), "temperature/loss": loss.item()}
 
     # ----------------------------------------------------------------------------- state
@@ -386,12 +382,10 @@ class H2OAgent(PolicyAgentMixin):
         self.target_critic.load_state_dict(state["target_critic"])
         self.d_sa.load_state_dict(state["d_sa"])
         self.d_sas.load_state_dict(state["d_sas"])
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
+        self.temperature.load(state["log_alpha"], state["optim"]["temperature"])
         for name, optimizer in (
             ("critic", self.critic_optimizer),
             ("actor", self.actor_optimizer),
-            ("temperature", self.temperature_optimizer),
             ("discriminator", self.discriminator_optimizer),
         ):
             optimizer.load_state_dict(state["optim"][name])

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from serl.agents.iwocs_policy import CompositePolicy, ModelComponent, state_dim_of
 from serl.agents.sac import SACAgent, SACConfig, make_policy
+from serl.agents.sac_parts import soft_update
 from serl.data.batch import Batch
 from serl.nets.mlp import MLP
 
@@ -169,11 +170,7 @@ class IWOCSAgent(SACAgent):
         self.q_head_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.q_head_optimizer.step()
-        with torch.no_grad():
-            for target_p, p in zip(
-                self.target_q_head.parameters(), self.q_head.parameters(), strict=True
-            ):
-                target_p.lerp_(p, self.cfg.tau)
+        soft_update(self.target_q_head.parameters(), self.q_head.parameters(), self.cfg.tau)
         return {"iwocs/q_head_loss": loss.item(), "iwocs/q_head_mean": q.detach().mean().item()}
 
     def _predictor_step(self, mb: Batch) -> dict[str, float]:

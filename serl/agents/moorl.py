@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from serl.agents.policy import PolicyAgentMixin
 from serl.agents.sac import SACAgent, SACConfig, make_policy
+from serl.agents.sac_parts import soft_update
 from serl.agents.sources import prior_mask, select_rows
 from serl.data.batch import Batch
 
@@ -166,7 +167,7 @@ class MOORLAgent(PolicyAgentMixin):
             inner = self._inner_tensors()
             shift = torch._foreach_sub(inner, self._meta)
             distance = float(sum(float(s.pow(2).sum()) for s in shift) ** 0.5)
-            torch._foreach_lerp_(self._meta, inner, cfg.meta_step_size)
+        soft_update(self._meta, inner, cfg.meta_step_size)
         self.meta_epochs += 1
         self.source_counts[source] += 1
         return {

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from serl.agents.policy import ActorPolicy, PolicyAgentMixin
+from serl.agents.sac_parts import Temperature, soft_update
 from serl.data.batch import Batch, Obs
 from serl.nets.augment import shift_image_keys
 from serl.nets.encoders import EncoderConfig, ObservationEncoder
@@ -155,10 +156,15 @@ class SACAgent(PolicyAgentMixin):
             if self.frozen_encoder
             else copy.deepcopy(self.encoder).requires_grad_(False)
         )
-        self.log_alpha = torch.tensor(
-            float(np.log(cfg.init_temperature)), device=self.device, requires_grad=True
+        self.temperature = Temperature(
+            cfg.init_temperature,
+            cfg.target_entropy_per_dim * action_dim,
+            cfg.temperature_lr,
+            self.device,
         )
-        self.target_entropy = cfg.target_entropy_per_dim * action_dim
+        # The names tests, MOORL and checkpoints have always used for the temperature's parts.
+        self.log_alpha = self.temperature.log_value
+        self.target_entropy = self.temperature.target_entropy
 
         critic_params = list(self.critic.parameters())
         if not self.frozen_encoder:
@@ -168,9 +174,7 @@ class SACAgent(PolicyAgentMixin):
         adam = {"fused": True}
         self.critic_optimizer = torch.optim.Adam(critic_params, lr=cfg.critic_lr, **adam)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, **adam)
-        self.temperature_optimizer = torch.optim.Adam(
-            [self.log_alpha], lr=cfg.temperature_lr, **adam
-        )
+        self.temperature_optimizer = self.temperature.optimizer
         self._online = [*self.critic.parameters()]
         self._target = [*self.target_critic.parameters()]
         if not self.frozen_encoder:
@@ -182,7 +186,7 @@ class SACAgent(PolicyAgentMixin):
     # ----------------------------------------------------------------------------- learning
     @property
     def alpha(self) -> Tensor:
-        return self.log_alpha.detach().exp()
+        return self.temperature.value
 
     def _augment(self, obs: Obs) -> Obs:
         return shift_image_keys(
@@ -248,8 +252,7 @@ class SACAgent(PolicyAgentMixin):
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(self._target, self._online, cfg.tau)
+        soft_update(self._target, self._online, cfg.tau)
         self.critic_steps += 1
         info = {"critic/loss": loss.item(), "critic/q_mean": q.detach().mean().item()}
         return info, obs_features
@@ -269,10 +272,7 @@ class SACAgent(PolicyAgentMixin):
         return {"actor/loss": loss.item(), "actor/entropy": entropy.item()}, log_prob.detach()
 
     def _temperature_step(self, log_prob: Tensor) -> dict[str, float]:
-        loss = -(self.log_alpha.exp() * (log_prob + self.target_entropy)).mean()
-        self.temperature_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.temperature_optimizer.step()
+        loss = self.temperature.step(log_prob)
         return {"temperature/alpha": self.alpha.item(), "temperature/loss": loss.item()}
 
     # ----------------------------------------------------------------------------- state
@@ -301,11 +301,9 @@ class SACAgent(PolicyAgentMixin):
         self.target_critic.load_state_dict(state["target_critic"])
         if not self.frozen_encoder:
             self.target_encoder.load_state_dict(state["target_encoder"])
-        with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
+        self.temperature.load(state["log_alpha"], state["optim"]["temperature"])
         self.critic_optimizer.load_state_dict(state["optim"]["critic"])
         self.actor_optimizer.load_state_dict(state["optim"]["actor"])
-        self.temperature_optimizer.load_state_dict(state["optim"]["temperature"])
         self.generator.set_state(state["rng"]["update"])
         self.act_generator.set_state(state["rng"]["act"])
         self.critic_steps = int(state["counters"]["critic_steps"])

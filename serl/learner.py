@@ -53,7 +53,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from serl.agents.registry import agent_spec
 from serl.agents.sac import SACConfig, action_dim_of
 from serl.agreement import (
     Agreement,
@@ -62,6 +61,7 @@ from serl.agreement import (
     policy_numpy,
     transition_spec,
 )
+from serl.build import build_agent
 from serl.checkpoint import CheckpointError, check_compatible, read_checkpoint, save_checkpoint
 from serl.config import config_to_dict
 from serl.data.datasets import DatasetError, add_to_buffer, load_dataset
@@ -263,7 +263,8 @@ class Learner:
         self.agreement = Agreement(cfg.env, cfg.agent, cfg.agent_cfg)
         self.observation_space, self.action_space = env_spaces(cfg.env)
         self.spec = transition_spec(self.observation_space, self.action_space)
-        self.agent = agent_spec(cfg.agent).agent_type(
+        self.agent = build_agent(
+            cfg.agent,
             cfg.agent_cfg,
             self.observation_space,
             self.action_space,

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from serl.agents.registry import agent_spec
 from serl.agents.sac import SACConfig, action_dim_of
+from serl.build import build_agent
 from serl.checkpoint import save_checkpoint
 from serl.config import config_hash, config_to_dict
 from serl.data.replay import ReplayBuffer
@@ -78,11 +78,15 @@ class LocalTrainResult:
 def train_local(cfg: LocalTrainConfig) -> LocalTrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    spec = agent_spec(cfg.agent)
     env = make_classified_env(cfg.env, cfg.reward)
     eval_env = make_classified_env(cfg.env, cfg.reward)
-    agent = spec.agent_type(
-        cfg.agent_cfg, env.observation_space, env.action_space, seed=cfg.seed, device=cfg.device
+    agent = build_agent(
+        cfg.agent,
+        cfg.agent_cfg,
+        env.observation_space,
+        env.action_space,
+        seed=cfg.seed,
+        device=cfg.device,
     )
     buffer = ReplayBuffer(
         env.observation_space,

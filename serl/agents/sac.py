@@ -12,6 +12,11 @@
   trained only by the critic loss (the actor sees detached features); obs and next_obs are
   randomly shifted independently on the learner. With a frozen encoder, features are computed
   once per `update` call for the whole G×B batch.
+
+Relatives change SAC in three places only, by overriding a method each: the soft value of s'
+(`_soft_value`), what the target bootstraps from (`_bootstrap_value`, e.g. a robust value) and
+the actor's regulariser (`_policy_penalty`); DR-RPO (`serl.agents.drrpo`) overrides all three.
+The temperature and the Polyak update are `serl.agents.sac_parts`.
 """
 
 from __future__ import annotations
@@ -232,6 +237,7 @@ class SACAgent(PolicyAgentMixin):
     ) -> tuple[dict[str, float], Tensor]:
         """One TD step on all N critics; `next_action` = (a', log pi(a'|s')) if precomputed."""
         cfg = self.cfg
+        obs_features = self._encode(mb.obs)
         with torch.no_grad():
             if next_action is None:
                 next_action = self.actor.sample(self._encode(mb.next_obs), self.generator)
@@ -242,11 +248,10 @@ class SACAgent(PolicyAgentMixin):
                 members = members[: cfg.num_min_qs]
             target_features = self._encode(mb.next_obs, target=True)
             next_q = self.target_critic(target_features, next_action, members).min(dim=0).values
-            if cfg.backup_entropy:
-                next_q = next_q - self.alpha * next_log_prob
-            target = mb.reward + cfg.discount * (1.0 - mb.terminated) * next_q
+            value = self._soft_value(next_q, target_features, next_action, next_log_prob)
+        value, value_info = self._bootstrap_value(value, obs_features, mb.action)
+        target = mb.reward + cfg.discount * (1.0 - mb.terminated) * value
 
-        obs_features = self._encode(mb.obs)
         q = self.critic(obs_features, mb.action)
         loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(dim=1).sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
@@ -255,7 +260,28 @@ class SACAgent(PolicyAgentMixin):
         soft_update(self._target, self._online, cfg.tau)
         self.critic_steps += 1
         info = {"critic/loss": loss.item(), "critic/q_mean": q.detach().mean().item()}
-        return info, obs_features
+        return {**info, **value_info}, obs_features
+
+    def _soft_value(
+        self, next_q: Tensor, features: Tensor, action: Tensor, log_prob: Tensor
+    ) -> Tensor:
+        """V(s') = min Q̄(s',a') − α log π(a'|s') (Eq. 3); without the α term if not
+        `backup_entropy`. `features` are the target encoder's features of s'."""
+        if self.cfg.backup_entropy:
+            return next_q - self.alpha * log_prob
+        return next_q
+
+    def _bootstrap_value(
+        self, value: Tensor, obs_features: Tensor, action: Tensor
+    ) -> tuple[Tensor, dict[str, float]]:
+        """What the target bootstraps from, given V(s') of the batch: SAC takes V as it is."""
+        return value, {}
+
+    def _policy_penalty(
+        self, features: Tensor, action: Tensor, log_prob: Tensor
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The actor loss's regulariser per row, α log π(ã|s) (Eq. 7), and its metrics."""
+        return self.alpha * log_prob, {}
 
     def _actor_step(self, features: Tensor) -> tuple[dict[str, float], Tensor]:
         action, log_prob = self.actor.sample(features, self.generator)
@@ -263,13 +289,15 @@ class SACAgent(PolicyAgentMixin):
         q = self.critic(features, action)
         self.critic.requires_grad_(True)
         q = q.mean(dim=0) if self.cfg.actor_q == "mean" else q.min(dim=0).values
-        loss = (self.alpha * log_prob - q).mean()
+        penalty, penalty_info = self._policy_penalty(features, action, log_prob)
+        loss = (penalty - q).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_optimizer.step()
         self.actor_steps += 1
         entropy = -log_prob.detach().mean()
-        return {"actor/loss": loss.item(), "actor/entropy": entropy.item()}, log_prob.detach()
+        info = {"actor/loss": loss.item(), "actor/entropy": entropy.item(), **penalty_info}
+        return info, log_prob.detach()
 
     def _temperature_step(self, log_prob: Tensor) -> dict[str, float]:
         loss = self.temperature.step(log_prob)

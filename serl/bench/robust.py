@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 from serl.agents.drrpo import DRRPOConfig
-from serl.agents.registry import agent_spec
 from serl.agents.sac import SACConfig, action_dim_of
 from serl.bench.units import run_units
+from serl.build import build_agent
 from serl.checkpoint import save_checkpoint
 from serl.checkpoint_eval import load_policy
 from serl.config import config_hash, config_to_dict
@@ -100,9 +100,10 @@ def train_in_process(
     Each episode runs under `params_fn(rng)` when given (domain randomisation, through the
     sim env's `reset(options={"params": ...})`), else under `cfg.env_params`.
     """
-    spec = agent_spec(cfg.agent)
     env = make_env(cfg.env, params=dict(cfg.env_params) or None)
-    agent = spec.agent_type(cfg.agent_cfg, env.observation_space, env.action_space, seed=cfg.seed)
+    agent = build_agent(
+        cfg.agent, cfg.agent_cfg, env.observation_space, env.action_space, seed=cfg.seed
+    )
     buffer = ReplayBuffer(env.observation_space, action_dim_of(env.action_space), 2 * cfg.steps)
     sampler = UniformSampler(buffer, cfg.agent_cfg.utd * cfg.agent_cfg.batch_size, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)

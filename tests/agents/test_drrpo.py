@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -173,7 +175,8 @@ import torch  # noqa: E402
 from serl.agents.drrpo import DRRPOAgent, DRRPOConfig, tv_dual_loss, tv_robust_value  # noqa: E402
 from serl.agents.registry import AGENTS  # noqa: E402
 from serl.agents.sac import SACAgent, SACConfig  # noqa: E402
-from serl.checkpoint import save_checkpoint  # noqa: E402
+from serl.build import build_agent  # noqa: E402
+from serl.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
 from serl.data.batch import Batch  # noqa: E402
 
 STATE = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
@@ -296,7 +299,7 @@ def reference_checkpoint(tmp_path, mean_action: float) -> str:
 
 
 def train_bandit(cfg: DRRPOConfig, steps: int = 400) -> DRRPOAgent:
-    agent = DRRPOAgent(cfg, STATE, ACTION, seed=0)
+    agent = build_agent("drrpo", cfg, STATE, ACTION, seed=0)
     rng = np.random.default_rng(0)
     for _ in range(steps):
         agent.update(bandit_batch(rng))
@@ -312,6 +315,43 @@ def test_small_kl_weight_is_greedy_and_large_weight_follows_the_reference(tmp_pa
         DRRPOConfig(**{**vars(base), "kl_weight": 10.0, "reference_checkpoint": ref})
     )
     assert bandit_mean_action(anchored) == pytest.approx(-0.5, abs=0.1)
+
+
+def test_a_reference_checkpoint_without_its_policy_is_refused(tmp_path):
+    cfg = DRRPOConfig(hidden_dims=(32,), reference_checkpoint=tmp_path / "reference.safetensors")
+    with pytest.raises(ValueError, match="no reference policy was handed in"):
+        DRRPOAgent(cfg, STATE, ACTION, seed=0)
+
+
+def test_a_handed_reference_equal_to_the_policy_gives_zero_kl():
+    cfg = DRRPOConfig(hidden_dims=(32,), batch_size=32)
+    agent = DRRPOAgent(cfg, STATE, ACTION, seed=0)
+    own = DRRPOAgent(cfg, STATE, ACTION, seed=0, reference=copy.deepcopy(agent.policy))
+    # Critic steps leave the actor alone, so the first actor step compares π with itself
+    # (up to the round trip of log π through atanh of the sampled action).
+    assert own.update(random_batch(32))["actor/kl_to_reference"] == pytest.approx(0, abs=1e-5)
+    assert abs(agent.update(random_batch(32))["actor/kl_to_reference"]) > 1e-2
+
+
+def test_build_agent_hands_in_the_reference_checkpoints_policy(tmp_path):
+    path = reference_checkpoint(tmp_path, -0.5)
+    cfg = DRRPOConfig(hidden_dims=(32,), reference_checkpoint=path)
+    agent = build_agent("drrpo", cfg, STATE, ACTION, seed=0)
+    saved = read_checkpoint(path)[1]["policy"]
+    handed = agent.reference.policy.state_dict()
+    assert handed.keys() == saved.keys()
+    for key, tensor in saved.items():
+        torch.testing.assert_close(handed[key], tensor, rtol=0, atol=0)
+
+
+def test_the_drrpo_module_imports_no_checkpoint_or_transport_code():
+    code = (
+        "import sys, serl.agents.drrpo; "
+        "print(sorted(m for m in sys.modules if m.startswith(('serl.checkpoint', "
+        "'serl.transport', 'serl.envs'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_state_dict_round_trip_gives_identical_updates():

@@ -84,6 +84,9 @@ class ActorConfig:
     reward: ClassifierRewardConfig = field(default_factory=ClassifierRewardConfig)
     """Reward classifier (serl train-reward) whose decision replaces the env's reward and
     termination; off unless --reward.checkpoint is given."""
+    success_key: str = ""
+    """Info key the env reports success under (e.g. gym-hil's succeed); empty: success,
+    is_success or succeed, whichever the env has. Envs without one get no success rate."""
     agent: str = "sac"
     """Agent preset; must match the learner's (it defines the policy network)."""
     agent_cfg: SACConfig = field(default_factory=SACConfig)
@@ -419,12 +422,14 @@ class Actor:
             "eval": is_eval,
             "return": ret,
             "length": t,
-            "success": episode_success(info),
             "interventions": interventions,
             "nonfinite_actions": held,
             "policy_version": self.weights.version if self.weights is not None else -1,
             **self._timer.percentiles_ms(),
         }
+        success = episode_success(info, self.cfg.success_key)
+        if success is not None:  # envs without a success flag report none (no 0 % rate)
+            stats["success"] = success
         if is_eval:
             self.counters.eval_episodes += 1
         else:

@@ -85,6 +85,7 @@ def evaluate_policy(
     seed: int,
     video: str | Path | None = None,
     fps: int = 30,
+    success_key: str = "",
 ) -> dict[str, float]:
     """Mean/std return, mean length and success rate of the deterministic policy."""
     env = make_env(loaded.env, render_mode="rgb_array" if video else None)
@@ -99,6 +100,7 @@ def evaluate_policy(
                 episodes=episodes,
                 seed=seed,
                 on_reset=getattr(loaded.policy, "reset_episode", None),
+                success_key=success_key,
             )
     finally:
         env.close()

@@ -50,6 +50,7 @@ def _split_agent_flag(args: list[str], default: str) -> tuple[str, list[str]]:
 @command("train-local", "train in one process on any env id (quick experiments)")
 def _train_local(args: list[str]) -> int:
     from serl.agents.registry import agent_spec
+    from serl.evaluation import describe
     from serl.local import LocalTrainConfig, train_local
 
     agent, rest = _split_agent_flag(args, LocalTrainConfig.agent)
@@ -57,11 +58,7 @@ def _train_local(args: list[str]) -> int:
     cfg = tyro.cli(LocalTrainConfig, default=default, args=rest, prog="serl train-local")
     cfg = dataclasses.replace(cfg, agent=agent)
     result = train_local(cfg)
-    ev = result.final_eval
-    print(
-        f"\nfinal evaluation on {cfg.env}: return {ev['eval/return_mean']:.1f} "
-        f"± {ev['eval/return_std']:.1f}, success rate {ev['eval/success_rate']:.0%}"
-    )
+    print(f"\nfinal evaluation on {cfg.env}: {describe(result.final_eval)}")
     print(f"metrics:    {result.run_dir / 'metrics.jsonl'} (tensorboard --logdir {result.run_dir})")
     print(f"curve:      {result.curve_png}")
     print(f"checkpoint: {result.checkpoint}")
@@ -167,6 +164,7 @@ def _with_agent_config(cls: type, config_type: type) -> type:
 
 @command("train", "train on loopback: one learner + N actor processes, then evaluate")
 def _train(args: list[str]) -> int:
+    from serl.evaluation import describe
     from serl.processes import StopSignal
     from serl.train import TrainConfig, TrainError, train
 
@@ -181,11 +179,9 @@ def _train(args: list[str]) -> int:
         print(f"\ninterrupted; the learner checkpointed to {result.checkpoint}")
         print(f"continue with: serl train --resume --run-dir {result.run_dir}")
         return 130
-    ev = result.final_eval or {}
     print(
         f"\nfinal evaluation of the checkpoint's policy on {cfg.env} "
-        f"({cfg.eval_episodes} episodes): return {ev['eval/return_mean']:.1f} "
-        f"± {ev['eval/return_std']:.1f}, success rate {ev['eval/success_rate']:.0%}"
+        f"({cfg.eval_episodes} episodes): {describe(result.final_eval or {})}"
     )
     print(f"metrics:    {result.metrics} (tensorboard --logdir {result.run_dir})")
     print(f"curve:      {result.curve_png}")
@@ -230,6 +226,7 @@ def _eval(args: list[str]) -> int:
     from pathlib import Path
 
     from serl.checkpoint_eval import evaluate_policy, load_policy
+    from serl.evaluation import describe
 
     parser = argparse.ArgumentParser(prog="serl eval", description=_eval.__doc__)
     parser.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint")
@@ -238,15 +235,24 @@ def _eval(args: list[str]) -> int:
     parser.add_argument("--env", help="env id (default: the checkpoint's)")
     parser.add_argument("--video", type=Path, help="save the episodes as an animated GIF")
     parser.add_argument("--fps", type=int, default=30, help="frames per second of the GIF")
+    parser.add_argument(
+        "--success-key",
+        default="",
+        help="info key the env reports success under (default: success, is_success or succeed)",
+    )
     opts = parser.parse_args(args)
     loaded = load_policy(opts.checkpoint, env=opts.env)
     ev = evaluate_policy(
-        loaded, episodes=opts.episodes, seed=opts.seed, video=opts.video, fps=opts.fps
+        loaded,
+        episodes=opts.episodes,
+        seed=opts.seed,
+        video=opts.video,
+        fps=opts.fps,
+        success_key=opts.success_key,
     )
     print(
-        f"{loaded.agent} policy on {loaded.env}, {opts.episodes} episodes: return "
-        f"{ev['eval/return_mean']:.1f} ± {ev['eval/return_std']:.1f}, length "
-        f"{ev['eval/length_mean']:.0f}, success rate {ev['eval/success_rate']:.0%}"
+        f"{loaded.agent} policy on {loaded.env}, {opts.episodes} episodes: {describe(ev)}, "
+        f"length {ev['eval/length_mean']:.0f}"
     )
     if opts.video:
         print(f"video: {opts.video}")

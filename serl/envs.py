@@ -6,7 +6,10 @@
   imports `sim` or `robots` itself and third-party packages can add prefixes.
 * Any other id goes to `gymnasium.make` (including ids registered by third-party packages).
 
-Every env gets its continuous actions rescaled to [-1, 1], the range all agents act in.
+Every env gets its continuous actions rescaled to [-1, 1], the range all agents act in. Before
+the first env is made on a machine with no display, MuJoCo is pointed at a headless OpenGL
+backend (`serl.headless_gl`), so third-party MuJoCo envs that render work without the user
+setting MUJOCO_GL.
 """
 
 from __future__ import annotations
@@ -17,25 +20,34 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from serl import headless_gl
+
 
 def env_factories() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group="serl.envs")}
 
 
 def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
+    headless_gl.configure_gl_backend()  # before the env's package imports mujoco
     prefix, sep, name = env_id.partition(":")
     factories = env_factories()
-    if sep and prefix in factories:
-        env = factories[prefix].load()(name, render_mode=render_mode, **kwargs)
-    else:
-        try:
+    try:
+        if sep and prefix in factories:
+            env = factories[prefix].load()(name, render_mode=render_mode, **kwargs)
+        else:
             env = gym.make(env_id, render_mode=render_mode, **kwargs)
-        except gym.error.Error as exc:
-            known = ", ".join(f"{p}:..." for p in sorted(factories)) or "none installed"
-            raise ValueError(
-                f"cannot make env {env_id!r}: {exc}. Ids are gymnasium ids (e.g. Pendulum-v1) "
-                f"or prefixed ids ({known})"
+    except gym.error.Error as exc:
+        known = ", ".join(f"{p}:..." for p in sorted(factories)) or "none installed"
+        raise ValueError(
+            f"cannot make env {env_id!r}: {exc}. Ids are gymnasium ids (e.g. Pendulum-v1) "
+            f"or prefixed ids ({known})"
+        ) from exc
+    except Exception as exc:
+        if headless_gl.is_gl_error(exc):
+            raise RuntimeError(
+                f"cannot make env {env_id!r}: {exc}. {headless_gl.gl_error_hint()}"
             ) from exc
+        raise
     return rescale_actions(env)
 
 
@@ -51,6 +63,15 @@ def rescale_actions(env: gym.Env) -> gym.Env:
     return gym.wrappers.RescaleAction(env, low, -low)
 
 
-def episode_success(info: dict[str, Any]) -> bool:
-    """The env's success flag at the end of an episode (`success` or `is_success`)."""
-    return bool(info.get("success", info.get("is_success", False)))
+SUCCESS_KEYS = ("success", "is_success", "succeed")
+"""Info keys envs report success under: this suite and gymnasium-robotics (`success`,
+`is_success`), gym-hil (`succeed`). Another env's key is given with `success_key`."""
+
+
+def episode_success(info: dict[str, Any], key: str = "") -> bool | None:
+    """The env's success flag in `info` (`key`, or the first of SUCCESS_KEYS present); None
+    when the env does not report success (Pendulum, HalfCheetah: no success to speak of)."""
+    for name in (key,) if key else SUCCESS_KEYS:
+        if name in info:
+            return bool(info[name])
+    return None

@@ -65,6 +65,9 @@ class LocalTrainConfig:
     reward: ClassifierRewardConfig = field(default_factory=ClassifierRewardConfig)
     """Reward classifier (serl train-reward) whose decision replaces the env's reward and
     termination in training and evaluation; off unless --reward.checkpoint is given."""
+    success_key: str = ""
+    """Info key the env reports success under (e.g. gym-hil's succeed); empty: success,
+    is_success or succeed, whichever the env has. Envs without one get no success rate."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ def train_local(cfg: LocalTrainConfig) -> LocalTrainResult:
                 lambda o: agent.act(o, deterministic=True),
                 episodes=cfg.eval_episodes,
                 seed=cfg.seed + 10_000,
+                success_key=cfg.success_key,
             )
             metrics.log(step, {**final_eval, "time/wall_s": time.perf_counter() - start})
             bar.set_description(f"eval {final_eval['eval/return_mean']:.1f}")

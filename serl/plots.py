@@ -19,7 +19,7 @@ def plot_learning_curve(metrics_path: str | Path, png_path: str | Path, title: s
     means = [r["eval/return_mean"] for r in records]
     stds = [r.get("eval/return_std") or 0.0 for r in records]
     success = [r.get("eval/success_rate") for r in records]
-    show_success = any(s for s in success)
+    show_success = any(s is not None for s in success)
     fig, axes = plt.subplots(1, 2 if show_success else 1, figsize=(10 if show_success else 6, 4))
     axes = list(axes) if show_success else [axes]
     axes[0].plot(steps, means, marker="o")
@@ -32,7 +32,8 @@ def plot_learning_curve(metrics_path: str | Path, png_path: str | Path, title: s
     axes[0].set(xlabel="env steps", ylabel="evaluation return", title=title)
     axes[0].grid(alpha=0.3)
     if show_success:
-        axes[1].plot(steps, success, marker="o", color="tab:green")
+        rates = [float("nan") if s is None else s for s in success]
+        axes[1].plot(steps, rates, marker="o", color="tab:green")
         axes[1].set(xlabel="env steps", ylabel="success rate", ylim=(-0.05, 1.05))
         axes[1].grid(alpha=0.3)
     fig.tight_layout()

@@ -68,6 +68,9 @@ class TrainConfig:
     """Domain randomisation: each actor's training episodes draw their dynamics from this
     uncertainty set (a name such as friction-mass, or name=low:high,...); evaluation episodes
     keep env_params. Empty: off."""
+    success_key: str = ""
+    """Info key the env reports success under (e.g. gym-hil's succeed); empty: success,
+    is_success or succeed, whichever the env has. Envs without one get no success rate."""
     agent: str = "sac"
     """Agent preset: sac, rlpd or drq (sets the defaults of --agent-cfg.*)."""
     agent_cfg: SACConfig = field(default_factory=SACConfig)
@@ -189,6 +192,7 @@ def child_configs(
             env=cfg.env,
             env_params=dict(cfg.env_params),
             randomize=cfg.randomize,
+            success_key=cfg.success_key,
             agent=cfg.agent,
             agent_cfg=cfg.agent_cfg,
             data_port=data_port,
@@ -318,7 +322,9 @@ def train(cfg: TrainConfig, *, stop: StopSignal | None = None) -> TrainResult:
     if interrupted:
         return result
     policy = load_policy(checkpoint)
-    final = evaluate_policy(policy, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000)
+    final = evaluate_policy(
+        policy, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, success_key=cfg.success_key
+    )
     env_steps = _checkpoint_env_steps(checkpoint)
     with MetricsLogger(run_dir) as log:
         log.log(env_steps, {**final, "eval/final": 1.0})

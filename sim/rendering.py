@@ -1,9 +1,8 @@
 """Offscreen camera rendering for the sim tasks, on a CPU-only machine.
 
 MuJoCo picks its OpenGL backend from ``MUJOCO_GL`` when `mujoco` is first imported, so
-`configure_gl_backend` runs when `sim` is imported and only sets a default: ``egl`` when
-libEGL is present (Debian: ``libegl1 libegl-mesa0 libgl1-mesa-dri``; Mesa's llvmpipe renders
-on the CPU), else ``osmesa`` when libOSMesa is (Debian: ``libosmesa6``). A value the user set
+`configure_gl_backend` runs when `sim` is imported and only sets a default
+(`serl.headless_gl`: ``egl`` when libEGL is present, else ``osmesa``); a value the user set
 is kept. If mujoco was imported before that, `CameraRenderer` switches MuJoCo's context class
 to the configured backend. Shadows are off in the task models (``shadowsize=0``): with
 software rendering a shadow map costs about 100x a 128x128 frame.
@@ -12,7 +11,6 @@ software rendering a shadow map costs about 100x a 128x128 frame.
 from __future__ import annotations
 
 import atexit
-import ctypes.util
 import importlib
 import logging
 import os
@@ -20,27 +18,15 @@ import weakref
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from serl import headless_gl
 
-RENDERING_PACKAGES = (
-    "libegl1 libegl-mesa0 libgl1-mesa-dri (MUJOCO_GL=egl) or libosmesa6 (MUJOCO_GL=osmesa)"
-)
+logger = logging.getLogger(__name__)
 
 
 def configure_gl_backend() -> str:
-    """Set MUJOCO_GL to a headless backend unless already set; returns the backend in use."""
-    if os.environ.get("MUJOCO_GL"):
-        return os.environ["MUJOCO_GL"]
-    if ctypes.util.find_library("EGL"):
-        backend = "egl"
-    elif ctypes.util.find_library("OSMesa"):
-        backend = "osmesa"
-    else:
-        return ""  # leave MuJoCo's default (GLFW, needs a display)
-    os.environ["MUJOCO_GL"] = backend
-    if backend == "osmesa":
-        os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
-    return backend
+    """Set MUJOCO_GL to a headless backend unless already set (the sim renders offscreen only,
+    so even with a display); returns the backend in use."""
+    return headless_gl.configure_gl_backend(even_with_display=True)
 
 
 def _use_configured_backend() -> None:
@@ -89,8 +75,7 @@ class CameraRenderer:
             self._renderer = mujoco.Renderer(model, height=height, width=width)
         except Exception as exc:  # the GL stack is missing or unusable: say what to install
             raise RuntimeError(
-                f"offscreen rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: "
-                f"{exc}. Install {RENDERING_PACKAGES} and set MUJOCO_GL before importing mujoco"
+                f"offscreen rendering failed: {exc}. {headless_gl.gl_error_hint()}"
             ) from exc
         self.height, self.width = height, width
         _LIVE.add(self)

@@ -12,7 +12,7 @@ from serl.checkpoint import read_checkpoint
 from serl.cli import main
 from serl.metrics import read_metrics
 from serl.processes import StopSignal
-from serl.train import TrainConfig, TrainResult, train
+from serl.train import TrainConfig, TrainResult, child_configs, train
 from tests.learner_procs import TINY, latest, wait_until
 
 
@@ -42,6 +42,7 @@ def test_train_runs_a_learner_and_two_actors_then_prints_the_evaluation_and_path
     out = capsys.readouterr().out
     assert code == 0, out
     assert "final evaluation of the checkpoint's policy on Pendulum-v1 (2 episodes): return" in out
+    assert "success" not in out  # Pendulum reports no success: no "success rate 0%"
     for line in (f"checkpoint: {run}/checkpoint.safetensors", f"curve:      {run}/curve.png"):
         assert line in out
     header, _ = read_checkpoint(run / "checkpoint.safetensors")
@@ -51,12 +52,19 @@ def test_train_runs_a_learner_and_two_actors_then_prints_the_evaluation_and_path
     records = read_metrics(run / "metrics.jsonl")
     assert records[-1].get("eval/final") == 1.0
     assert any(r.get("eval/episodes") for r in records[:-1])  # the actors' eval episodes
+    assert not any("eval/success_rate" in r or "train/success_rate" in r for r in records)
     assert sorted(p.name for p in (run / "logs").iterdir()) == [
         "actor-0.log",
         "actor-1.log",
         "learner.log",
     ]
     assert live_children() == []
+
+
+def test_the_success_key_reaches_every_actor():
+    cfg = TrainConfig(env="gym_hil/PandaPickCubeBase-v0", success_key="succeed", actors=2)
+    _, actors = child_configs(cfg, Path("run"), (5555, 5556))
+    assert [a.success_key for a in actors] == ["succeed", "succeed"]
 
 
 @pytest.mark.timeout(120)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from serl.agents.sac import SACConfig
-from serl.envs import episode_success, make_env
+from serl.envs import make_env
+from serl.evaluation import evaluate
 from serl.metrics import MetricsLogger
 
 
@@ -43,23 +44,12 @@ class PeerRun:
 
 def evaluate_sb3(model, env_id: str, episodes: int, seed: int) -> dict[str, float]:
     env = make_env(env_id)
-    returns, successes = [], []
-    for episode in range(episodes):
-        obs, info = env.reset(seed=seed + episode)
-        done, total = False, 0.0
-        while not done:
-            action, _ = model.predict(obs, deterministic=True)
-            obs, reward, terminated, truncated, info = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-        successes.append(episode_success(info))
-    env.close()
-    return {
-        "eval/return_mean": float(np.mean(returns)),
-        "eval/return_std": float(np.std(returns)),
-        "eval/success_rate": float(np.mean(successes)),
-    }
+    try:
+        return evaluate(
+            env, lambda obs: model.predict(obs, deterministic=True)[0], episodes=episodes, seed=seed
+        )
+    finally:
+        env.close()
 
 
 def train_sb3_sac(run: PeerRun, run_dir: Path) -> float:

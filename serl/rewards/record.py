@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
+from serl.envs import episode_success
 from serl.rewards.dataset import FrameSet, resize_frames
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def read_frames(env: gym.Env, obs: Any, views: tuple[str, ...], size: int) -> di
 
 def info_success(info: dict[str, Any]) -> bool:
     """Ground-truth label of a simulated task: ``info["success"]`` (False when absent)."""
-    return bool(info.get("success", info.get("is_success", False)))
+    return bool(episode_success(info))
 
 
 class TerminalKeys:

@@ -100,7 +100,7 @@ def record_episode(
     obs, info = env.reset(seed=seed)
     device.reset()
     observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    env_success = [episode_success(info)]
+    env_success = [bool(episode_success(info))]
     mark: bool | None = None
     period = 1.0 / control_hz if control_hz > 0 else 0.0
     tick = time.monotonic()
@@ -120,7 +120,7 @@ def record_episode(
         truncated = bool(truncated) or (max_steps is not None and len(actions) >= max_steps)
         terms.append(bool(terminated))
         truncs.append(truncated)
-        env_success.append(episode_success(info))
+        env_success.append(bool(episode_success(info)))
         if terminated or truncated or mark is not None:
             break
     if success_from == "device":

@@ -48,18 +48,23 @@ def test_state_tree_round_trips_through_skeleton_and_tensors():
     np.testing.assert_array_equal(back["arr"], tree["arr"])
 
 
-def test_save_load_then_update_gives_identical_parameters(tmp_path):
-    agent = make_agent()
+@pytest.mark.parametrize(
+    "cfg", [CFG, SACConfig(hidden_dims=(16,), critic_dropout=0.1, utd=2, batch_size=8)]
+)
+def test_save_load_then_update_gives_identical_parameters(tmp_path, cfg):
+    """Also with critic dropout, whose masks come from the checkpointed generator."""
+    agent = make_agent(cfg)
     for i in range(3):
         agent.update(random_batch(16, seed=i))
     save(agent, tmp_path / "ckpt.safetensors")
-    resumed = make_agent(seed=123)  # different init and RNG, all overwritten by the load
-    load_into(tmp_path / "ckpt.safetensors", resumed, config_hash=config_hash(CFG))
+    resumed = make_agent(cfg, seed=123)  # different init and RNG, all overwritten by the load
+    load_into(tmp_path / "ckpt.safetensors", resumed, config_hash=config_hash(cfg))
+    torch.manual_seed(99)  # the global RNG differs between the two processes' histories
     for i in range(3, 6):
         assert agent.update(random_batch(16, seed=i)) == resumed.update(random_batch(16, seed=i))
     for a, b in zip(flat_params(agent), flat_params(resumed), strict=True):
         assert torch.equal(a, b)
-    assert resumed.critic_steps == agent.critic_steps == 12
+    assert resumed.critic_steps == agent.critic_steps == 6 * cfg.utd
 
 
 def test_crash_during_write_leaves_the_previous_checkpoint_valid(tmp_path, monkeypatch):

@@ -54,7 +54,8 @@ class SACConfig:
     critic_layer_norm: bool = False
     """LayerNorm after each hidden critic layer; bounds Q off the data (RLPD)."""
     critic_dropout: float = 0.0
-    """Dropout in the critics (DroQ); 0 disables it."""
+    """Dropout in the critics (DroQ); 0 disables it. Active in the critic loss, the target and
+    the actor loss (masks from the agent's seeded update generator)."""
     actor_q: Literal["min", "mean"] = "min"
     """How the actor reduces the ensemble's Q values: min (SAC) or mean (RLPD)."""
     actor_lr: float = 3e-4
@@ -155,6 +156,7 @@ class SACAgent(PolicyAgentMixin):
             dropout=cfg.critic_dropout,
         ).to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic.generator = self.target_critic.generator = self.generator  # dropout masks
         # A trainable encoder needs its own Polyak-averaged copy for the target.
         self.target_encoder = (
             self.encoder

@@ -53,7 +53,15 @@ class EnsembleLayerNorm(nn.Module):
 
 
 class CriticEnsemble(nn.Module):
-    """Q_1..Q_N(s, a) for N members; `forward` returns (N, B)."""
+    """Q_1..Q_N(s, a) for N members; `forward` returns (N, B).
+
+    With `dropout` > 0 (DroQ, Hiraoka et al. 2022) each hidden layer's units are dropped
+    whenever the module is in training mode, which the agents keep it in for every use in an
+    update: the critic loss, the bootstrap target (the target copy) and the actor loss. The
+    masks are drawn from `generator` when one is set (the agent's update generator, saved in
+    its checkpoints), so a resumed run draws the same masks as an uninterrupted one; torch's
+    global RNG, which a checkpoint does not hold, is used only without one.
+    """
 
     def __init__(
         self,
@@ -67,6 +75,7 @@ class CriticEnsemble(nn.Module):
         super().__init__()
         self.num_members = num_members
         self.dropout = dropout
+        self.generator: torch.Generator | None = None
         self.hidden = nn.ModuleList()
         self.norms = nn.ModuleList()
         width = in_dim
@@ -81,9 +90,14 @@ class CriticEnsemble(nn.Module):
         x = torch.cat([features, action], dim=-1)
         for i, layer in enumerate(self.hidden):
             x = layer(x, members)
-            if self.dropout > 0:
-                x = F.dropout(x, self.dropout, self.training)
+            if self.dropout > 0 and self.training:
+                x = self._drop(x)
             if self.norms:
                 x = self.norms[i](x, members)
             x = F.relu(x)
         return self.out(x, members).squeeze(-1)
+
+    def _drop(self, x: Tensor) -> Tensor:
+        """Inverted dropout: zero each unit with probability p, scale the rest by 1 / (1 - p)."""
+        keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.dropout
+        return x * keep / (1.0 - self.dropout)

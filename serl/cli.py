@@ -270,8 +270,13 @@ def _keys(args: list[str]) -> int:
     gen.add_argument(
         "--clients", nargs="+", default=["actor"], help="actor key names (default: actor)"
     )
+    gen.add_argument(
+        "--force",
+        action="store_true",
+        help="replace keys already in DIR (locks out every machine holding the old ones)",
+    )
     opts = parser.parse_args(args)
-    key_dir = generate_keys(opts.dir, tuple(opts.clients))
+    key_dir = generate_keys(opts.dir, tuple(opts.clients), force=opts.force)
     print(f"wrote CURVE keys to {key_dir}:")
     print(f"  learner (GPU PC):  {key_dir}/server.key_secret, {key_dir}/authorized/")
     for name in opts.clients:

@@ -13,6 +13,10 @@ peer is let in only if it speaks CURVE with a public key found in `authorized/`.
 no keys (NULL mechanism), a wrong key or the wrong server key fails the ZMTP handshake, so
 no message of its ever reaches the application. Loaders fail closed: a missing file raises
 `AuthError` naming it, never falls back to an unencrypted socket.
+
+Secret keys are written owner-only (files 0600 in a 0700 directory) and, as ssh does with
+private keys, a secret that group or others can read is refused with the chmod that fixes it:
+whoever can read it can speak for the learner or the actor.
 """
 
 from __future__ import annotations
@@ -56,18 +60,31 @@ class ClientKeys:
     server_public: bytes
 
 
-def generate_keys(key_dir: Path | str, client_names: tuple[str, ...] = ("actor",)) -> Path:
+def generate_keys(
+    key_dir: Path | str, client_names: tuple[str, ...] = ("actor",), *, force: bool = False
+) -> Path:
     """Write a server keypair and one keypair per client into `key_dir`; authorize the clients.
 
-    Existing files are overwritten (new keys invalidate the old ones). Returns `key_dir`.
+    Keys already there are kept and this raises `AuthError`, unless `force`: new keys lock out
+    every machine that holds the old ones. Secrets are owner-only. Returns `key_dir`.
     """
     key_dir = Path(key_dir)
+    names = (SERVER_NAME, *client_names)
+    existing = [key_dir / f"{n}{ext}" for n in names for ext in (".key", ".key_secret")]
+    existing = [str(p) for p in existing if p.exists()]
+    if existing and not force:
+        raise AuthError(
+            f"{', '.join(existing)} already exist; new keys would lock out the machines that "
+            "hold them. Pass --force to replace them, or choose another directory"
+        )
     authorized = key_dir / AUTHORIZED_DIR
     authorized.mkdir(parents=True, exist_ok=True)
-    zmq.auth.create_certificates(key_dir, SERVER_NAME)
-    for name in client_names:
-        public_file, _ = zmq.auth.create_certificates(key_dir, name)
-        shutil.copy(public_file, authorized / f"{name}.key")
+    key_dir.chmod(0o700)
+    for name in names:
+        public_file, secret_file = zmq.auth.create_certificates(key_dir, name)
+        Path(secret_file).chmod(0o600)
+        if name != SERVER_NAME:
+            shutil.copy(public_file, authorized / f"{name}.key")
     logger.info("wrote CURVE keys for server and %s to %s", ", ".join(client_names), key_dir)
     return key_dir
 
@@ -75,6 +92,12 @@ def generate_keys(key_dir: Path | str, client_names: tuple[str, ...] = ("actor",
 def _load(path: Path, want_secret: bool, hint: str) -> tuple[bytes, bytes | None]:
     if not path.is_file():
         raise AuthError(f"CURVE key file {path} is missing; {hint}")
+    mode = path.stat().st_mode & 0o777
+    if want_secret and mode & 0o077:
+        raise AuthError(
+            f"secret key {path} can be read by other users (mode {mode:04o}); anyone who can "
+            f"read it can impersonate its owner. Run: chmod 600 {path}"
+        )
     try:
         public, secret = zmq.auth.load_certificate(path)
     except Exception as exc:  # zmq raises ValueError/OSError for unreadable certificates

@@ -58,6 +58,32 @@ def test_generate_keys_writes_server_client_and_authorized_keys(keys: Path) -> N
     assert load_client_keys(keys, "robot-1").server_public == load_server_keys(keys).public
 
 
+def test_secrets_are_owner_only_and_a_readable_secret_is_refused(keys: Path) -> None:
+    assert keys.stat().st_mode & 0o777 == 0o700
+    for secret in keys.glob("*.key_secret"):
+        assert secret.stat().st_mode & 0o777 == 0o600, secret
+    (keys / "robot-1.key_secret").chmod(0o644)
+    with pytest.raises(AuthError, match=r"robot-1\.key_secret can be read by other users "
+                       r"\(mode 0644\).*chmod 600"):  # fmt: skip
+        load_client_keys(keys, "robot-1")
+    (keys / "server.key_secret").chmod(0o640)
+    with pytest.raises(AuthError, match=r"server\.key_secret can be read by other users"):
+        load_server_keys(keys)
+    (keys / "server.key_secret").chmod(0o600)
+    load_server_keys(keys)
+    load_client_keys(keys, "actor")
+
+
+def test_generating_again_keeps_the_keys_unless_forced(keys: Path) -> None:
+    before = (keys / "server.key_secret").read_bytes()
+    with pytest.raises(AuthError, match=r"server\.key.*already exist.*--force"):
+        generate_keys(keys, client_names=("actor",))
+    assert (keys / "server.key_secret").read_bytes() == before
+    generate_keys(keys, client_names=("actor",), force=True)
+    assert (keys / "server.key_secret").read_bytes() != before
+    assert (keys / "server.key_secret").stat().st_mode & 0o777 == 0o600
+
+
 def test_missing_server_secret_fails_closed_naming_the_file(keys: Path) -> None:
     (keys / "server.key_secret").unlink()
     with pytest.raises(AuthError, match=r"server\.key_secret is missing.*serl keys generate"):
@@ -81,6 +107,7 @@ def test_missing_client_files_fail_closed_naming_the_file(keys: Path) -> None:
 
 def test_a_public_key_file_is_not_a_secret(keys: Path) -> None:
     (keys / "actor.key_secret").write_text((keys / "actor.key").read_text())
+    (keys / "actor.key_secret").chmod(0o600)
     with pytest.raises(AuthError, match="holds no secret key"):
         load_client_keys(keys, "actor")
 

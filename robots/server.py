@@ -22,6 +22,10 @@ Safety is enforced here, whoever the client is (DESIGN §5):
 * resets run on a worker thread, so the loop (and the e-stop) keeps serving during a long
   joint motion on a real arm; motion commands during a reset are refused
   (``rejected:resetting``);
+* a reset goes to a named pose of the config, or to a client's joint vector only if it is
+  inside the joint limits and its TCP (forward kinematics, `RobotBackend.tcp_position`) inside
+  the workspace box; a backend without a kinematic model (UR today) takes named poses only
+  (``rejected:reset_pose``);
 * the limits come from `RobotServerConfig` only; no request can change them.
 
 Every rejection and clamp is counted in `stats` and logged (at most once a second per
@@ -381,6 +385,8 @@ class RobotServer:
         problem = self.safety.check_joints(
             q, self.backend.joint_lower_rad, self.backend.joint_upper_rad
         )
+        if problem is None and "q" in request:
+            problem = self._reset_outside_workspace(np.asarray(q, dtype=float))
         if problem is not None:
             self._count("rejected:reset_pose", problem)
             raise RequestError("bad_pose", problem)
@@ -389,6 +395,24 @@ class RobotServer:
         future = self._reset_pool.submit(self.backend.reset_joints, np.asarray(q, dtype=float))
         self._reset = (routing_id, rid, future)
         return None  # the reply goes out when the motion is done (`_finish_reset`)
+
+    def _reset_outside_workspace(self, q: np.ndarray) -> str | None:
+        """Why a client's joint vector is refused as a reset target: its TCP (forward
+        kinematics) is outside the workspace box, or the backend cannot say where it is.
+        Named poses come from the server's own config and are not second-guessed."""
+        tcp = self.backend.tcp_position(q)
+        if tcp is None:
+            return (
+                f"the {self.backend.name!r} backend cannot check a joint vector against the "
+                "workspace; reset to a named pose (reset_poses_rad in the server config)"
+            )
+        low, high = self.safety.low, self.safety.high
+        if np.all(tcp >= low) and np.all(tcp <= high):
+            return None
+        return (
+            f"reset pose puts the TCP at {np.round(tcp, 3).tolist()} m, outside the workspace "
+            f"box {low.tolist()}..{high.tolist()} m"
+        )
 
     def _finish_reset(self) -> None:
         if self._reset is None or not self._reset[2].done():

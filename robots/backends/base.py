@@ -104,6 +104,12 @@ class RobotBackend(ABC):
     def set_compliance(self, profile: ComplianceProfile) -> None:
         """Change the controller's stiffness."""
 
+    def tcp_position(self, q: np.ndarray) -> np.ndarray | None:
+        """Where the TCP would be at joint angles `q` (forward kinematics), or None when this
+        backend has no kinematic model; the server then refuses resets to client joint
+        vectors (named poses from the config still work)."""
+        return None
+
     def clock(self) -> float:
         """Seconds on the arm's clock (sim time for the simulator), for the speed limits."""
         import time

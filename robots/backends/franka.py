@@ -24,6 +24,7 @@ import numpy as np
 
 from robots.backends.base import BackendError, RobotBackend, RobotState, import_driver
 from robots.config import ComplianceProfile, FrankaBackendConfig
+from robots.kinematics import panda_tcp_position
 from robots.safety import quat_normalize
 from sim import panda
 
@@ -128,6 +129,9 @@ class FrankaBackend(RobotBackend):
     def reset_joints(self, q: np.ndarray) -> None:
         self._robot.recover_from_errors()
         self._robot.move(self._franky.JointMotion([float(v) for v in q]), asynchronous=False)
+
+    def tcp_position(self, q: np.ndarray) -> np.ndarray:
+        return panda_tcp_position(q)  # Panda / FR3 with the Franka Hand
 
     def set_compliance(self, profile: ComplianceProfile) -> None:
         self._stop_motion()

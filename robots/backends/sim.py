@@ -29,6 +29,7 @@ import numpy as np
 
 from robots.backends.base import BackendError, RobotBackend, RobotState
 from robots.config import ComplianceProfile, SimBackendConfig
+from robots.kinematics import panda_tcp_position
 from sim import panda
 from sim.controller import ControllerConfig, EndEffectorController
 from sim.rendering import CameraRenderer
@@ -166,6 +167,9 @@ class SimBackend(RobotBackend):
             self.controller.set_gains(
                 profile.pos_stiffness, profile.rot_stiffness, profile.damping_ratio
             )
+
+    def tcp_position(self, q: np.ndarray) -> np.ndarray:
+        return panda_tcp_position(q)  # the sim's Panda is Franka's kinematics exactly
 
     # ------------------------------------------------------------------ cameras
     def camera_names(self) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from robots.client import RobotClient
+from robots.client import RobotClient, RobotServerError
 from robots.safety import quat_from_rotvec, quat_mul, rotation_difference
 from robots.server import RobotServer
 
@@ -153,3 +153,39 @@ def test_estop_works_while_another_client_streams_commands(
     assert stats(button)["rejected:estopped"] >= 5
     button.release_estop()
     assert streamer.move_delta([0.0, 0.0, 0.005]).accepted
+
+
+@pytest.mark.parametrize(
+    "dq",
+    [
+        [0, -0.8, 0, 0, 0, 0, 0],  # TCP (0.273, 0, 0.714): above the box
+        [0.9, 0, 0, 0, 0, 0, 0],  # (0.288, 0.363, 0.403): beside it
+        [0, 0, 0, 0, 0, -1.2, 0],  # (0.211, 0, 0.455): behind it
+    ],
+)
+def test_a_reset_to_a_joint_vector_outside_the_workspace_is_refused_and_the_arm_stays(
+    make_server: Server, make_client: Client, dq: list[float]
+) -> None:
+    server = make_server()
+    client = make_client(server.endpoint)
+    home = client.reset("home")["q"]
+    before = client.get_state()["ee_pos"]
+    with pytest.raises(RobotServerError, match=r"bad_pose.*outside the workspace box"):
+        client.reset(home + np.array(dq))  # inside the joint limits, outside the box
+    np.testing.assert_allclose(client.get_state()["ee_pos"], before, atol=1e-6)
+    assert stats(client)["rejected:reset_pose"] == 1
+    inside = client.reset(home + np.array([0, 0.9, 0, 0.6, 0, 0, 0]))  # TCP (0.627, 0, 0.161)
+    assert np.all(inside["ee_pos"] >= server.safety.low) and np.all(
+        inside["ee_pos"] <= server.safety.high
+    )
+
+
+def test_a_backend_without_kinematics_takes_only_named_poses(
+    make_server: Server, make_client: Client
+) -> None:
+    server = make_server()
+    server.backend.tcp_position = lambda q: None  # as a backend with no kinematic model
+    client = make_client(server.endpoint)
+    home = client.reset("home")["q"]
+    with pytest.raises(RobotServerError, match="cannot check a joint vector.*named pose"):
+        client.reset(home)

@@ -4,16 +4,21 @@ An agent's `state_dict()` is a nested tree of dicts, lists, tensors and plain sc
 (optimizer states included). The tree is split in two: tensors go into the safetensors body
 under their path in the tree ("optim/critic/state/0/exp_avg"), everything else into a JSON
 "skeleton" stored in the file's metadata, together with the resolved config, its hash, free
-user metadata (counters, env id) and a SHA-256 of the tensor bytes. Nothing is pickled.
+user metadata (counters, env id, replay cursors) and a SHA-256 over the tensor bytes AND the
+rest of the header, so a flipped bit anywhere (a counter, a cursor, the skeleton) is caught,
+not only in the weights. Nothing is pickled.
 
 Writes are atomic: the file is written to a temporary name in the same directory, fsynced and
 renamed over the target, so a crash mid-write leaves the previous checkpoint intact. Loading
 checks the checksum, the config hash and every tensor's name, shape and dtype against the live
-agent BEFORE touching it, so a bad checkpoint fails with a clear message and never half-loads.
+agent BEFORE touching it, so a bad checkpoint fails with a clear message; a skeleton that does
+not rebuild (crafted or damaged) is a `CheckpointError` too, and should the agent's own
+`load_state_dict` still fail part-way, its previous state is put back: it never half-loads.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -26,7 +31,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the checksum covers the header too (1 covered the tensors only)."""
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
 
@@ -83,8 +89,11 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return build(skeleton)
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _digest(tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> str:
+    """SHA-256 of the header (all but its "sha256" entry, as canonical JSON) and the tensors."""
     sha = hashlib.sha256()
+    rest = {k: v for k, v in header.items() if k != "sha256"}
+    sha.update(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode())
     for name in sorted(tensors):
         sha.update(name.encode())
         sha.update(tensors[name].numpy().tobytes() if tensors[name].numel() else b"")
@@ -121,8 +130,8 @@ def save_checkpoint(
         "config_hash": config_hash,
         "metadata": metadata or {},
         "skeleton": skeleton,
-        "sha256": _digest(tensors),
     }
+    header["sha256"] = _digest(tensors, header)
     data = save(tensors, metadata={"serl": json.dumps(header)})
     atomic_write_bytes(Path(path), data)
 
@@ -138,7 +147,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], Any]:
         header_len = int.from_bytes(raw[:8], "little")
         file_meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
         header = json.loads(file_meta["serl"])
-    except (SafetensorError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        if not isinstance(header, dict):
+            raise ValueError("the serl metadata is not a JSON object")
+    except (
+        SafetensorError,
+        ValueError,
+        KeyError,
+        TypeError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:
         raise CheckpointError(
             f"{path}: not a readable serl checkpoint ({exc}); the file is truncated or corrupt — "
             "use an earlier checkpoint"
@@ -148,12 +166,19 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], Any]:
             f"{path}: checkpoint format {header.get('format_version')}, this serl reads "
             f"{FORMAT_VERSION}"
         )
-    if _digest(tensors) != header["sha256"]:
+    if _digest(tensors, header) != header.get("sha256"):
         raise CheckpointError(
-            f"{path}: tensor data does not match its checksum; the file is corrupt — use an "
+            f"{path}: contents do not match the checksum; the file is corrupt — use an "
             "earlier checkpoint"
         )
-    return header, unflatten_state(header["skeleton"], tensors)
+    try:
+        state = unflatten_state(header["skeleton"], tensors)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{path}: the state layout does not rebuild ({type(exc).__name__}: {exc}); the file "
+            "was not written by serl or is damaged — use an earlier checkpoint"
+        ) from None
+    return header, state
 
 
 def check_compatible(path: Any, loaded: Any, live: Any, where: str = "") -> None:
@@ -172,7 +197,8 @@ def check_compatible(path: Any, loaded: Any, live: Any, where: str = "") -> None
         if not isinstance(loaded, dict):
             raise CheckpointError(f"{path}: {where!r} has the wrong structure")
         missing = sorted(str(k) for k in set(live) - set(loaded))
-        if missing and loaded:  # an empty dict is an optimizer that never stepped
+        never_stepped = not loaded and where.endswith("state")  # an optimizer's empty state
+        if missing and not never_stepped:
             raise CheckpointError(f"{path}: missing {missing[:5]} under {where or 'the root'!r}")
         for key, value in live.items():
             if key not in loaded:
@@ -199,6 +225,15 @@ def load_into(path: str | Path, target: Any, *, config_hash: str | None = None) 
             "resume with the checkpoint's config (it is stored in the file: "
             "`serl checkpoint-info PATH`) or start a new run"
         )
-    check_compatible(path, state, target.state_dict())
-    target.load_state_dict(state)
+    before = target.state_dict()
+    check_compatible(path, state, before)
+    backup = copy.deepcopy(before)
+    try:
+        target.load_state_dict(state)
+    except Exception as exc:
+        target.load_state_dict(backup)  # all or nothing: the agent is as it was
+        raise CheckpointError(
+            f"{path}: the agent could not take this state ({type(exc).__name__}: {exc}); "
+            "nothing was loaded"
+        ) from exc
     return header

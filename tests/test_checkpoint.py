@@ -1,13 +1,16 @@
+import json
 import os
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load
 
 from serl.agents.sac import SACAgent, SACConfig
 from serl.checkpoint import (
     CheckpointError,
+    _digest,
     flatten_state,
     load_into,
     read_checkpoint,
@@ -128,3 +131,100 @@ def test_checkpoint_holds_config_and_metadata(tmp_path):
     header, state = read_checkpoint(path)
     assert header["config"] == {"num_qs": 10} and header["metadata"] == {"env_steps": 7}
     assert torch.equal(state["w"], torch.ones(2))
+
+
+def rewrite_header(path, edit, raw_skeleton: str | None = None) -> None:
+    """Apply `edit` to the serl header of a checkpoint and write the file back, as an attacker
+    or a bit flip would; the tensors are untouched. `raw_skeleton` replaces the skeleton with
+    JSON text too deep for Python's json to build as an object."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    meta = json.loads(raw[8 : 8 + n])
+    header = json.loads(meta["__metadata__"]["serl"])
+    edit(header, load(raw))
+    text = json.dumps(header)
+    if raw_skeleton is not None:
+        text = text.replace(json.dumps(header["skeleton"]), raw_skeleton)
+    meta["__metadata__"]["serl"] = text
+    head = json.dumps(meta).encode()
+    head += b" " * (-len(head) % 8)
+    path.write_bytes(len(head).to_bytes(8, "little") + head + raw[8 + n :])
+
+
+def test_a_changed_counter_in_the_metadata_fails_the_checksum(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, {"w": torch.ones(2)}, config={}, config_hash="abc",
+                    metadata={"env_steps": 123456, "cursors": {"actor-0": 17}})  # fmt: skip
+    rewrite_header(path, lambda h, _: h["metadata"].update(env_steps=323456))
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "skeleton",
+    [
+        {"__dict__": [["w", {"__tensor__": "no/such/tensor"}]]},  # was a KeyError
+        {"__dict__": 5},  # was a TypeError
+        {"__tuple__": None},
+    ],
+    ids=["missing-tensor", "not-a-list", "bad-tuple"],
+)
+def test_a_crafted_skeleton_with_a_valid_checksum_is_a_checkpoint_error(tmp_path, skeleton):
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, {"w": torch.ones(2)}, config={}, config_hash="abc")
+
+    def craft(header, tensors):  # resealed, as an attacker who knows the format would
+        header["skeleton"] = skeleton
+        header["sha256"] = _digest(tensors, header)
+
+    rewrite_header(path, craft)
+    with pytest.raises(CheckpointError, match="does not rebuild"):
+        read_checkpoint(path)
+
+
+def test_a_skeleton_nested_too_deep_is_a_checkpoint_error(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, {"w": torch.ones(2)}, config={}, config_hash="abc")
+    rewrite_header(path, lambda h, _: None, raw_skeleton="[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="not a readable"):  # was a RecursionError
+        read_checkpoint(path)
+
+
+def test_an_emptied_critic_is_refused_before_the_policy_is_touched(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    save(make_agent(), path)
+
+    def empty_critic(header, tensors):
+        entries = header["skeleton"]["__dict__"]
+        header["skeleton"]["__dict__"] = [
+            [k, {"__dict__": []} if k == "critic" else v] for k, v in entries
+        ]
+        header["sha256"] = _digest(tensors, header)
+
+    rewrite_header(path, empty_critic)
+    agent = make_agent(seed=5)
+    before = flat_params(agent)
+    with pytest.raises(CheckpointError, match="missing .* under 'critic'"):
+        load_into(path, agent)
+    assert all(torch.equal(a, b) for a, b in zip(before, flat_params(agent), strict=True))
+
+
+def test_a_load_that_fails_part_way_puts_the_previous_state_back(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.safetensors"
+    save(make_agent(seed=1), path)
+    agent = make_agent(seed=5)
+    before = flat_params(agent)
+    real_load = SACAgent.load_state_dict
+    calls = []
+
+    def load_then_fail(self, state):
+        calls.append(1)
+        if len(calls) == 1:  # the checkpoint's state: load it, then fail as a bug would
+            real_load(self, state)
+            raise RuntimeError("simulated failure after the weights were copied")
+        real_load(self, state)  # the rollback
+
+    monkeypatch.setattr(SACAgent, "load_state_dict", load_then_fail)
+    with pytest.raises(CheckpointError, match="nothing was loaded"):
+        load_into(path, agent)
+    assert all(torch.equal(a, b) for a, b in zip(before, flat_params(agent), strict=True))

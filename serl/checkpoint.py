@@ -123,7 +123,19 @@ def save_checkpoint(
     config_hash: str,
     metadata: dict[str, Any] | None = None,
 ) -> None:
+    """Write `state` atomically; refused (CheckpointError, the file untouched) when a float
+    tensor holds NaN/Inf, so a diverged agent never replaces the last good checkpoint."""
     skeleton, tensors = flatten_state(state)
+    bad = [
+        name
+        for name, t in tensors.items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"not writing {path}: NaN/Inf in {sorted(bad)[:5]}{' ...' if len(bad) > 5 else ''}; "
+            "the file there (the last good checkpoint) is kept"
+        )
     header = {
         "format_version": FORMAT_VERSION,
         "config": config,

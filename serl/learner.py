@@ -91,6 +91,8 @@ PRIOR_PREFIX = "prior-"
 IDLE_POLL_MS = 20
 """Poll wait when no update is allowed: short enough to react, long enough not to spin."""
 DRAIN_S = 2.0
+ACTION_TOLERANCE = 1e-4
+"""How far (float rounding of a rescaled action) an action may sit outside its space."""
 """After the last checkpoint, keep answering actors this long so they receive its commit."""
 _ONLINE = SOURCES.index("online")
 _INTERVENTION = SOURCES.index("intervention")
@@ -162,6 +164,11 @@ class LearnerConfig:
     """Stop after this many received env steps, once the updates have caught up (0: never)."""
     threads: int = 0
     """torch CPU threads (0 keeps torch's default)."""
+    max_abs_reward: float = 1e4
+    """A chunk with a reward beyond ± this is dropped and counted (rejected:out_of_range): one
+    finite but huge reward (a glitching sensor, a hostile peer) turns every weight NaN."""
+    max_abs_observation: float = 1e6
+    """The same bound on every entry of a float observation (images are uint8: bounded)."""
 
 
 @dataclass
@@ -386,7 +393,7 @@ class Learner:
                 break
             batch = sampler.sample()
             batch.prior = torch.ones_like(batch.reward)
-            self._record(self.agent.update(batch))
+            self._record(self._checked(self.agent.update(batch)))
             self.counters.updates += 1
             self.counters.offline_updates += 1
             if time.monotonic() - self._last_log >= self.cfg.log_every_s:
@@ -427,7 +434,7 @@ class Learner:
         self.ingest(self.server.poll(0 if self.update_allowed else IDLE_POLL_MS))
         updated = self.update_allowed
         if updated:
-            self._record(self.agent.update(self.sampler.sample()))
+            self._record(self._checked(self.agent.update(self.sampler.sample())))
             self.counters.updates += 1
         behind = self.counters.updates - self.server.weights_version
         if behind >= self.cfg.publish_every or (behind > 0 and not updated):
@@ -437,6 +444,20 @@ class Learner:
             self.log_metrics()
         if now - self._last_checkpoint >= self.cfg.checkpoint_every_s:
             self.checkpoint()
+
+    def _checked(self, info: dict[str, float]) -> dict[str, float]:
+        """An update's metrics, or LearnerError when a loss came out NaN/Inf: the run stops
+        loudly instead of training on (and publishing) diverged weights, and the last
+        checkpoint, written before the divergence, is kept (`checkpoint` refuses NaN)."""
+        bad = {k: v for k, v in info.items() if isinstance(v, float) and not math.isfinite(v)}
+        if bad:
+            raise LearnerError(
+                f"update {self.counters.updates + 1} diverged ({bad}); stopping without "
+                f"publishing these weights. The last checkpoint {self.checkpoint_path} is kept: "
+                "look for extreme rewards or observations in the data, lower the learning "
+                "rates, or resume from it"
+            )
+        return info
 
     def _record(self, info: dict[str, float]) -> None:
         for name, value in info.items():
@@ -476,6 +497,9 @@ class Learner:
         if "episode_id" not in extras or "t" not in extras:
             self._reject(chunk, "missing_tags", "chunks must carry episode_id and t")
             return
+        if (problem := self._out_of_range(chunk)) is not None:
+            self._reject(chunk, "out_of_range", problem)
+            return
         key = (chunk.actor_id, chunk.incarnation)
         index = self.actor_index.get(key, len(self.actor_index))
         n = len(chunk)
@@ -507,6 +531,33 @@ class Learner:
             lag = self.server.weights_version - acted
             self._window.add("learner/policy_lag_mean", float(lag.mean()), int(acted.size))
             self._window.add_max("learner/policy_lag_max", float(lag.max()))
+
+    def _out_of_range(self, chunk: Chunk) -> str | None:
+        """Why a chunk's values cannot be trained on although finite (the protocol already
+        refused NaN/Inf): an action outside the action space (agents act in [-1, 1]), or a
+        reward or float observation entry beyond the configured magnitudes."""
+        space = self.action_space
+        action = np.asarray(chunk.action, dtype=np.float64)
+        if np.any(action < space.low - ACTION_TOLERANCE) or np.any(
+            action > space.high + ACTION_TOLERANCE
+        ):
+            worst = float(action.flat[np.argmax(np.abs(action))])
+            return f"action {worst:.4g} outside the action space {space}"
+        reward_bound = self.cfg.max_abs_reward
+        worst_reward = float(np.max(np.abs(chunk.reward)))
+        if worst_reward > reward_bound:
+            return f"|reward| {worst_reward:.4g} > max_abs_reward {reward_bound:.4g}"
+        bound = self.cfg.max_abs_observation
+        observations = [chunk.obs] + ([chunk.next_obs] if chunk.next_obs is not None else [])
+        for obs in observations:
+            for name, values in obs.items():
+                if values.dtype.kind == "f" and values.size:
+                    worst = float(np.max(np.abs(values)))
+                    if worst > bound:
+                        return (
+                            f"observation {name!r} entry {worst:.4g} > max_abs_observation {bound}"
+                        )
+        return None
 
     def _copy_interventions(
         self, chunk: Chunk, index: int, next_obs: dict[str, np.ndarray], versions: np.ndarray
@@ -611,7 +662,7 @@ class Learner:
             "prior_file": prior_name,
             "weights_version": self.server.weights_version,
         }
-        save_checkpoint(
+        save_checkpoint(  # refuses NaN/Inf tensors: a diverged agent never replaces a good file
             self.checkpoint_path,
             self.agent.state_dict(),
             config=config_to_dict(self.cfg),
@@ -697,7 +748,10 @@ class Learner:
     def shutdown(self) -> None:
         """Last checkpoint and metrics, the learning curve, then let actors see the commit."""
         try:
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except CheckpointError as exc:  # diverged: keep the good checkpoint, say so, go on
+                logger.error("%s", exc)
             self.log_metrics()
             if any(r.get("eval/return_mean") is not None for r in read_metrics(self.metrics.path)):
                 from serl.plots import plot_learning_curve  # matplotlib: only when needed

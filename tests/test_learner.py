@@ -155,6 +155,60 @@ def test_a_chunk_the_buffer_refuses_is_counted_and_dropped(tmp_path, make_learne
     assert learner.stats["rejected:missing_tags"] == 1
 
 
+@pytest.mark.parametrize(
+    "field, value, why",
+    [
+        ("reward", 3e38, "max_abs_reward"),
+        ("reward", -1e30, "max_abs_reward"),
+        ("obs/state", 3e38, "max_abs_observation"),
+        ("next_obs/state", -2e7, "max_abs_observation"),
+        ("action", 1e30, "outside the action space"),
+        ("action", -1.01, "outside the action space"),
+    ],
+)
+def test_a_finite_but_huge_value_is_refused_with_its_chunk(
+    tmp_path, make_learner, caplog, field, value, why
+) -> None:
+    learner = make_learner(config(tmp_path))
+    bad = pendulum_chunk(4)
+    bad[field][1] = value
+    inject(learner, bad)
+    inject(learner, pendulum_chunk(4, t0=4), seq=1)
+    assert learner.stats["rejected:out_of_range"] == 1
+    assert len(learner.buffer) == 4 and learner.counters.env_steps == 4
+    assert why in caplog.text
+
+
+def test_values_inside_the_bounds_are_kept(tmp_path, make_learner) -> None:
+    learner = make_learner(config(tmp_path, max_abs_reward=10.0))
+    ok = pendulum_chunk(4)
+    ok["reward"][:] = -10.0
+    ok["action"][:] = 1.0
+    inject(learner, ok)
+    assert len(learner.buffer) == 4 and not learner.stats
+
+
+def test_a_diverged_update_stops_the_learner_and_keeps_the_good_checkpoint(
+    tmp_path, make_learner, caplog
+) -> None:
+    learner = make_learner(config(tmp_path, min_buffer=10))
+    inject(learner, pendulum_chunk(30))
+    step_until(learner, lambda: learner.counters.updates >= 3)
+    good = learner.checkpoint()
+    good_bytes = good.read_bytes()
+    with torch.no_grad():  # what a 3e38 reward did before it was refused: NaN everywhere
+        for p in learner.agent.critic.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(LearnerError, match=r"diverged.*last checkpoint .* is kept"):
+        step_until(learner, lambda: False)
+    with pytest.raises(CheckpointError, match="NaN/Inf in .*critic"):
+        learner.checkpoint()
+    learner.shutdown()  # the end-of-run checkpoint is refused too, loudly
+    assert "the last good checkpoint" in caplog.text
+    assert good.read_bytes() == good_bytes
+    read_checkpoint(good)
+
+
 def test_metrics_record_rates_lag_buffer_size_losses_and_eval_statistics(
     tmp_path, make_learner
 ) -> None:

@@ -194,9 +194,12 @@ class ZapHandler:
         version, request_id, _domain, address, _identity, mechanism = request[:6]
         credentials = request[6:]
         if version == b"1.0" and mechanism == b"CURVE" and len(credentials) == 1:
-            if z85.encode(credentials[0]) in self._keys:
+            key = z85.encode(credentials[0])
+            if key in self._keys:
                 self.allowed += 1
-                return [b"1.0", request_id, b"200", b"OK", b"actor", b""]
+                # The user id is the peer's public key: every message it sends carries it
+                # (ZMQ "User-Id"), so the learner can tie an actor_id to the key that used it.
+                return [b"1.0", request_id, b"200", b"OK", key, b""]
             reason = b"unknown CURVE key"
         else:
             reason = b"CURVE required"

@@ -92,6 +92,19 @@ class PollResult:
         return sum(len(chunk) for chunk in self.chunks)
 
 
+MAX_SKIPPED_CHUNKS = 1_000_000
+"""Most chunks an actor's first hello may declare lost (first_seq past the cursor): what a
+checkpoint interval of a fast actor can hold; a forged 1e15 or 2**63 - 1 is refused."""
+
+
+def _user_id(frame: zmq.Frame) -> str:
+    """The ZAP user id libzmq attached to a received frame (the peer's CURVE key), or ""."""
+    try:
+        return frame.get("User-Id") or ""
+    except (zmq.ZMQError, AttributeError, TypeError):
+        return ""
+
+
 @dataclass
 class _Session:
     routing_id: bytes
@@ -160,6 +173,12 @@ class LearnerServer:
         self._by_key: dict[ActorKey, bytes] = {}
         self._cursors: dict[ActorKey, int] = {}
         self._committed: dict[ActorKey, int] = {}
+        self._greeted: set[ActorKey] = set()
+        """Actors that said hello to this server: their cursors never jump on their word."""
+        self._owners: dict[str, str] = {}
+        """actor_id -> the CURVE public key that first used it (with CURVE)."""
+        self._peer_key = ""
+        """The CURVE public key of the message being handled ("" without CURVE)."""
         self._weights_version = -1
         self._next_expiry_check = 0.0
         self._weights_frames: list[bytes | memoryview] | None = None
@@ -328,6 +347,7 @@ class LearnerServer:
 
     def _handle(self, frames: list[zmq.Frame], result: PollResult) -> None:
         routing_id = frames[0].bytes
+        self._peer_key = _user_id(frames[1]) if self._zap is not None else ""
         try:
             message = decode(frames[1:], self.limits)
             handler = self._handlers.get(message.kind)
@@ -381,6 +401,11 @@ class LearnerServer:
             self._send(routing_id, Kind.REFUSED, {"reason": str(exc), "conn": conn})
             return
         key = (theirs.actor_id, theirs.incarnation)
+        if (problem := self._implausible_hello(key, first_seq)) is not None:
+            self.stats["handshake_refused"] += 1
+            logger.warning("refused a hello from actor %s/%d: %s", *key, problem)
+            self._send(routing_id, Kind.REFUSED, {"reason": problem, "conn": conn})
+            return
         existing = self._sessions.get(routing_id)
         if existing is not None and existing.key != key:
             self._forget(existing)  # one socket, one actor: a new identity ends the old one
@@ -408,6 +433,31 @@ class LearnerServer:
     def _outdated(self, have: int, have_learner: int) -> bool:
         """Whether a peer holding version `have` of learner `have_learner` needs ours."""
         return have_learner != self.incarnation or have < self._weights_version
+
+    def _implausible_hello(self, key: ActorKey, first_seq: int) -> str | None:
+        """Why a hello cannot be believed, or None.
+
+        * With CURVE, an actor_id belongs to the key that first used it: another key (another
+          robot PC, or a stolen identity) cannot speak for it.
+        * The cursor may move forward on an actor's word (`_skip_lost`) only on its first
+          hello to this server — after a resume from an older checkpoint than the commit the
+          actor saw — and by at most MAX_SKIPPED_CHUNKS: an honest actor that has talked to
+          this server never holds less than its cursor, so a forged hello cannot stop its data.
+        """
+        if self._peer_key:
+            owner = self._owners.setdefault(key[0], self._peer_key)
+            if owner != self._peer_key:
+                return f"actor_id {key[0]!r} belongs to another CURVE key"
+        skip = first_seq - 1 - self._cursors.get(key, -1)
+        if skip > 0 and key in self._greeted:
+            return (
+                f"first_seq {first_seq} is past this learner's cursor {self._cursors.get(key)}; "
+                "an actor that has talked to this learner holds every chunk after it"
+            )
+        if skip > MAX_SKIPPED_CHUNKS or first_seq < 0:
+            return f"first_seq {first_seq} is implausible (at most {MAX_SKIPPED_CHUNKS} skipped)"
+        self._greeted.add(key)
+        return None
 
     def _skip_lost(self, key: ActorKey, first_seq: int) -> None:
         """Move the cursor past chunks the actor no longer holds, so its stream goes on.

@@ -174,3 +174,31 @@ def test_without_a_key_or_with_a_wrong_key_nothing_reaches_poll(
         sub_ctx.term()
         no_keys.close()
         wrong_client_key.close()
+
+
+@pytest.mark.timeout(20)
+def test_an_actor_id_belongs_to_the_key_that_first_used_it(
+    keys: Path, secure_server: LearnerServer, make_client: MakeClient
+) -> None:
+    client = make_client(secure_server, actor_id="robot-0", curve=load_client_keys(keys, "actor"))
+    client.send_chunk(state_chunk(0.0))
+    pump(secure_server, lambda total: len(total.chunks) == 1)
+    other = load_client_keys(keys, "robot-1")  # an authorized key, but not robot-0's
+    impostor = RawPeer(
+        secure_server.data_endpoint,
+        curve_secretkey=other.secret,
+        curve_publickey=other.public,
+        curve_serverkey=other.server_public,
+    )
+    try:
+        impostor.hello(actor_id="robot-0", incarnation=0)
+        refused = impostor.recv(secure_server)
+        assert refused is not None and refused.kind == "refused"
+        assert "belongs to another CURVE key" in refused.fields["reason"]
+        impostor.hello(actor_id="robot-1")  # its own name is fine
+        assert impostor.recv(secure_server).kind == "welcome"
+    finally:
+        impostor.close()
+    client.send_chunk(state_chunk(1.0))
+    got = pump(secure_server, lambda total: len(total.chunks) == 1)
+    assert [c.actor_id for c in got.chunks] == ["robot-0"]

@@ -361,3 +361,45 @@ def test_chunks_the_actor_no_longer_holds_are_counted_lost_and_skipped() -> None
     finally:
         peer.close()
         server.close()
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("first_seq", [10**15, 2**63 - 1])
+def test_a_forged_hello_cannot_move_a_live_actors_cursor(first_seq: int) -> None:
+    # Issue 18: a hello reusing a live actor's identity with a huge first_seq moved the cursor
+    # to ~1e15, and nothing of the real actor's reached the buffer again.
+    server = LearnerServer(STATE_SPEC, CONFIG_HASH, durable=True)
+    actor, forger = RawPeer(server.data_endpoint), RawPeer(server.data_endpoint)
+    try:
+        actor.hello()
+        assert actor.recv(server).kind == "welcome"
+        actor.send_message("chunk", {"seq": 0, "conn": 1}, state_chunk(0.0))
+        pump(server, lambda total: len(total.chunks) == 1)
+        forger.hello(first_seq=first_seq)
+        refused = forger.recv(server)
+        assert refused.kind == "refused" and "first_seq" in refused.fields["reason"]
+        assert server.stats["lost_chunks"] == 0
+        actor.send_message("chunk", {"seq": 1, "conn": 1}, state_chunk(1.0))
+        got = pump(server, lambda total: len(total.chunks) == 1)
+        assert [c.seq for c in got.chunks] == [1]
+    finally:
+        actor.close()
+        forger.close()
+        server.close()
+
+
+@pytest.mark.timeout(10)
+def test_an_implausible_skip_on_a_first_hello_is_refused() -> None:
+    server = LearnerServer(STATE_SPEC, CONFIG_HASH, durable=True)
+    server.load_cursors({"raw": {"0": 1}})
+    peer = RawPeer(server.data_endpoint)
+    try:
+        peer.hello(first_seq=2**63 - 1)
+        refused = peer.recv(server)
+        assert refused.kind == "refused" and "implausible" in refused.fields["reason"]
+        assert server.stats["lost_chunks"] == 0
+        peer.hello(first_seq=2)  # the honest skip after a resume still works
+        assert peer.recv(server).fields["cursor"] == 1
+    finally:
+        peer.close()
+        server.close()

@@ -229,6 +229,16 @@ class FrankaBackend(RobotBackend):
     def stop(self) -> None:
         self._stop_motion()
 
+    def _clear_preempted_motion(self) -> None:
+        """Collect the error a preempted motion left behind (franky raises it at the next
+        move otherwise): ``robot.stop()`` ends the motion with "Move command preempted"."""
+        try:
+            self._robot.join_motion(0.0)
+        except self._franky.ControlException as exc:
+            logger.info("the motion the e-stop preempted ended with: %s", exc)
+        except Exception:
+            logger.exception("franky join_motion failed")
+
     def estop(self) -> None:
         try:
             self._robot.stop()
@@ -236,6 +246,7 @@ class FrankaBackend(RobotBackend):
             logger.exception("franky could not stop the arm (already stopped?)")
 
     def release_estop(self) -> None:
+        self._clear_preempted_motion()
         if not self._recover():
             raise BackendError(
                 "libfranka's automatic error recovery failed after the e-stop; check the arm "

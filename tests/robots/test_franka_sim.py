@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 
 from robots.client import RobotClient, RobotServerError
+from robots.safety import quat_from_rotvec, quat_mul, rotation_difference
 from serl.processes import child_env, free_port
 from sim import panda
 
@@ -122,6 +124,7 @@ def _serl_robot_server(args: list[str], log_path: Path) -> subprocess.Popen:
 @pytest.fixture
 def client(server: str) -> Iterator[RobotClient]:
     with RobotClient(server, timeout_s=10.0) as c:
+        c.release_estop()  # a no-op unless an earlier test left the arm e-stopped
         c.reset("home")
         yield c
 
@@ -206,6 +209,102 @@ def test_too_large_step_is_clamped_to_max_step(client: RobotClient) -> None:
     moved = result.state["ee_pos"] - start
     assert moved[0] == pytest.approx(max_step_m, abs=2e-3)
     assert stats(client)["clamped:step_m"] - before == 1
+
+
+def test_fast_steps_are_clamped_by_the_speed_limit(client: RobotClient) -> None:
+    safety = client.info()["safety"]
+    before = stats(client).get("clamped:speed_mps", 0)
+    start = client.move_delta([0.0, 0.0, 0.0]).state["ee_pos"]
+    result = client.move_delta([0.0, safety["max_step_m"], 0.0])  # at once, not 0.1 s later
+    assert result.accepted and "speed_mps" in result.clamped
+    assert stats(client)["clamped:speed_mps"] - before == 1
+    for _ in range(3):
+        time.sleep(0.1)
+        state = client.move_delta([0.0, 0.0, 0.0]).state
+    assert state["ee_pos"][1] - start[1] < 0.5 * safety["max_step_m"]
+
+
+def test_large_rotation_is_clamped_to_max_step_rad(client: RobotClient) -> None:
+    max_step_rad = client.info()["safety"]["max_step_rad"]
+    start = client.get_state()
+    time.sleep(0.1)
+    result = client.move_delta([0.0, 0.0, 0.0], [0.0, 0.0, 2.5])
+    assert result.accepted and result.clamped == ("step_rad",)
+    clamped_target = quat_mul(quat_from_rotvec([0.0, 0.0, max_step_rad]), start["ee_quat"])
+    for _ in range(10):  # keep the clamped target (zero deltas would re-aim at the measured pose)
+        time.sleep(0.1)
+        result = client.move_to(start["ee_pos"], clamped_target)
+        assert result.accepted and result.clamped == ()
+    turned = np.linalg.norm(rotation_difference(start["ee_quat"], result.state["ee_quat"]))
+    assert turned == pytest.approx(max_step_rad, abs=0.01)  # 0.1 rad of the 2.5 asked
+
+
+def test_watchdog_holds_then_stops_when_commands_stop(client: RobotClient) -> None:
+    safety = client.info()["safety"]
+    before = stats(client)
+    for _ in range(3):
+        time.sleep(0.1)
+        assert not client.move_delta([0.01, 0.0, 0.0]).state["held"]
+        last_command = time.monotonic()
+    while not client.get_state()["held"]:
+        assert time.monotonic() - last_command < 1.5, "the watchdog did not hold within 1.5 s"
+        time.sleep(0.02)
+    assert time.monotonic() - last_command >= 0.9 * safety["watchdog_timeout_s"]
+    time.sleep(safety["watchdog_stop_s"] + 0.3)
+    after = stats(client)
+    for key in ("watchdog:hold", "watchdog:stop"):
+        assert after[key] - before.get(key, 0) == 1
+    assert after.get("backend_errors", 0) == before.get("backend_errors", 0)
+    position = client.get_state()["ee_pos"]
+    time.sleep(0.3)
+    np.testing.assert_allclose(client.get_state()["ee_pos"], position, atol=5e-4)
+    time.sleep(0.1)
+    result = client.move_delta([0.0, 0.0, 0.01])  # a new command resumes
+    assert result.accepted and not result.state["held"]
+
+
+def test_estop_works_while_another_client_streams(client: RobotClient, server: str) -> None:
+    results: list[bool] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        with RobotClient(server, timeout_s=10.0) as streamer:
+            while not stop.is_set():
+                time.sleep(0.05)
+                results.append(streamer.move_delta([0.0, 0.005, 0.0]).accepted)
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        client.estop()
+        estop_s = time.monotonic() - started
+        accepted_before = sum(results)
+        time.sleep(0.3)
+        position = client.get_state()["ee_pos"]
+        time.sleep(0.3)
+        state = client.get_state()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert accepted_before > 0 and estop_s < 1.0
+    assert state["estopped"] and not any(results[-3:])
+    np.testing.assert_allclose(state["ee_pos"], position, atol=1e-3)  # the arm stays
+    client.release_estop()
+    time.sleep(0.1)
+    assert client.move_delta([0.0, 0.0, 0.005]).accepted
+
+
+def test_compliance_profiles_switch_and_motion_goes_on(client: RobotClient) -> None:
+    for profile in ("compliant", "stiff", "default"):
+        client.set_compliance(profile)
+        assert client.info()["profile"] == profile
+        time.sleep(0.1)
+        result = client.move_delta([0.0, 0.0, -0.01])
+        assert result.accepted
+    with pytest.raises(RobotServerError, match="unknown_profile"):
+        client.set_compliance("floppy")
 
 
 def test_nonfinite_commands_are_refused_and_the_arm_holds(client: RobotClient) -> None:

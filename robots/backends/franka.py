@@ -20,7 +20,9 @@ Driver errors become the server's error replies: every franky call goes through 
 which turns franky's exceptions into `BackendError` naming what failed. A `ControlException`
 (a reflex: collision, limit violation, a preempted motion) has already ended the motion and
 the arm stands still; `_call` runs ``recover_from_errors`` so the next command moves again,
-and the reply says so. The e-stop uses ``robot.stop()``, which preempts any running motion
+and the reply says so. A lost connection is final: every later call is refused with a
+message saying so (franky would go on answering reads with the last state it had). The
+e-stop uses ``robot.stop()``, which preempts any running motion
 (including a reset running on the server's worker thread, whose reply then reports it);
 `release_estop` recovers libfranka's error state and holds.
 
@@ -82,6 +84,8 @@ class FrankaBackend(RobotBackend):
         self.control_period_s = 0.1
         self._gripper_closed: bool | None = None
         self._gripper_future: Any = None
+        self._lost: str | None = None
+        """Why the connection is gone; every call is then refused with it."""
         franky = self._franky
         realtime = {
             "enforce": franky.RealtimeConfig.Enforce,
@@ -121,11 +125,21 @@ class FrankaBackend(RobotBackend):
             ) from None
 
     # ------------------------------------------------------------------ driver calls
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a franky call; its exceptions become `BackendError`s (reflexes recovered)."""
+    def _call(
+        self, what: str, fn: Callable[..., T], *args: Any, read: bool = False, **kwargs: Any
+    ) -> T:
+        """Run a franky call; its exceptions become `BackendError`s (reflexes recovered).
+
+        A lost connection (a `NetworkException`, or any failure of a state read, which has no
+        other way to fail) is final: franky afterwards answers reads with the last state it
+        had, instantly and without an error, so every later call is refused instead."""
         franky = self._franky
+        if self._lost is not None:
+            raise BackendError(self._lost)
         try:
             return fn(*args, **kwargs)
+        except franky.NetworkException as exc:
+            raise self._connection_lost(what, exc) from None
         except franky.ControlException as exc:
             recovered = self._recover()
             state = (
@@ -135,9 +149,22 @@ class FrankaBackend(RobotBackend):
             )
             raise BackendError(f"{what}: the arm stopped with a reflex ({exc}); {state}") from None
         except Exception as exc:  # franky's other exception types share no base class
+            if read:  # reads fail only when the state stream stops (RuntimeError "Net ...")
+                raise self._connection_lost(what, exc) from None
             raise BackendError(f"{what} failed ({type(exc).__name__}: {exc})") from None
 
+    def _connection_lost(self, what: str, exc: Exception) -> BackendError:
+        self._lost = (
+            f"the connection to the Franka at {self.cfg.robot_ip} was lost ({what}: "
+            f"{type(exc).__name__}: {exc}); the arm stops itself when its controller misses "
+            "commands. Check the network and the arm (Desk), then restart serl robot-server"
+        )
+        logger.error("%s", self._lost)
+        return BackendError(self._lost)
+
     def _recover(self) -> bool:
+        if self._lost is not None:
+            raise BackendError(self._lost)
         try:
             return bool(self._robot.recover_from_errors())
         except Exception:
@@ -164,11 +191,11 @@ class FrankaBackend(RobotBackend):
 
     # ------------------------------------------------------------------ the interface
     def read_state(self) -> RobotState:
-        cartesian = self._call("read state", lambda: self._robot.current_cartesian_state)
+        cartesian = self._call("read state", lambda: self._robot.current_cartesian_state, read=True)
         pose = cartesian.pose.end_effector_pose
         twist = cartesian.velocity.end_effector_twist
-        joints = self._call("read joints", lambda: self._robot.current_joint_state)
-        width = self._call("read gripper", lambda: self._gripper.width)
+        joints = self._call("read joints", lambda: self._robot.current_joint_state, read=True)
+        width = self._call("read gripper", lambda: self._gripper.width, read=True)
         return RobotState(
             ee_pos=np.asarray(pose.translation, dtype=float).copy(),
             ee_quat=_wxyz(np.asarray(pose.quaternion, dtype=float)),

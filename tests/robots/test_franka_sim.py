@@ -11,6 +11,7 @@ reset, and counters are compared before and after.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -63,13 +64,13 @@ def _end(proc: subprocess.Popen, sig: int = signal.SIGINT) -> int:
     return proc.returncode
 
 
-@pytest.fixture(scope="module")
-def franky_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A headless franky-sim process; yields the loopback address it serves the arm on."""
+@contextlib.contextmanager
+def run_franky_sim(log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A headless franky-sim process; yields the loopback address it serves the arm on (the
+    first free one of 127.0.0.1, 127.0.0.2, ...: libfranka's ports are fixed) and the process."""
     exe = FRANKY_SIM_VENV / "bin" / "franky-sim"
     if not exe.exists():
         pytest.skip(f"{exe} is missing; run `scripts/setup.sh dev,franky-sim`")
-    log_path = tmp_path_factory.mktemp("franky-sim") / "franky-sim.log"
     with log_path.open("wb") as log:
         # --simulator mujoco: the default 'auto' fails when genesis (an optional extra) is absent.
         proc = subprocess.Popen(
@@ -80,22 +81,34 @@ def franky_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             env=os.environ | {"PYTHONUNBUFFERED": "1"},
         )
     try:
-        yield _wait_for(log_path, r"using '([0-9.]+)'", proc, "franky-sim").group(1)
+        yield _wait_for(log_path, r"using '([0-9.]+)'", proc, "franky-sim").group(1), proc
     finally:
         _end(proc)
 
 
 @pytest.fixture(scope="module")
+def franky_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with run_franky_sim(tmp_path_factory.mktemp("franky-sim") / "franky-sim.log") as (host, _):
+        yield host
+
+
+@pytest.fixture(scope="module")
 def server(franky_sim: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`serl robot-server --backend franka` against franky-sim; yields its endpoint."""
-    tmp = tmp_path_factory.mktemp("franka-server")
+    config = {"reset_poses_rad": {"ready": list(READY_Q)}}
+    with run_server(franky_sim, tmp_path_factory.mktemp("franka-server"), config) as endpoint:
+        yield endpoint
+
+
+@contextlib.contextmanager
+def run_server(host: str, tmp: Path, config: dict) -> Iterator[str]:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    config = tmp / "server.json"
-    config.write_text(json.dumps({"reset_poses_rad": {"ready": list(READY_Q)}}))
+    config_path = tmp / "server.json"
+    config_path.write_text(json.dumps(config))
     log_path = tmp / "server.log"
     args = [
-        *("--config", str(config), "--backend", "franka", "--endpoint", endpoint),
-        *("--franka.robot-ip", franky_sim, "--franka.realtime-config", "ignore"),
+        *("--config", str(config_path), "--backend", "franka", "--endpoint", endpoint),
+        *("--franka.robot-ip", host, "--franka.realtime-config", "ignore"),
     ]
     proc = _serl_robot_server(args, log_path)
     try:
@@ -357,3 +370,25 @@ def test_server_refuses_to_start_when_no_arm_answers(tmp_path: Path) -> None:
     log = log_path.read_text()
     assert f"cannot connect to the Franka at {address}" in log
     assert "FCI" in log and "Traceback" not in log
+
+
+def test_lost_connection_is_reported_and_every_later_call_refused(
+    franky_sim: str, tmp_path: Path
+) -> None:
+    # A second franky-sim (it takes the next loopback address) that this test kills.
+    with (
+        run_franky_sim(tmp_path / "franky-sim.log") as (host, sim),
+        run_server(host, tmp_path, {}) as endpoint,
+        RobotClient(endpoint, timeout_s=10.0) as client,
+    ):
+        assert host != franky_sim
+        assert client.move_delta([0.0, 0.0, 0.0]).accepted
+        sim.kill()
+        sim.wait()
+        with pytest.raises(RobotServerError, match="connection to the Franka .* was lost"):
+            client.get_state()
+        started = time.monotonic()
+        with pytest.raises(RobotServerError, match="was lost"):
+            client.move_delta([0.0, 0.0, 0.01])  # not a stale state and an 'accepted'
+        assert time.monotonic() - started < 0.5
+        client.estop()  # still answers

@@ -309,6 +309,30 @@ def test_estop_works_while_another_client_streams(client: RobotClient, server: s
     assert client.move_delta([0.0, 0.0, 0.005]).accepted
 
 
+def test_estop_preempts_a_reset_whose_reply_says_so(client: RobotClient, server: str) -> None:
+    errors: list[BaseException] = []
+
+    def reset() -> None:
+        with RobotClient(server, timeout_s=10.0) as other:
+            try:
+                other.reset("ready")  # a joint motion of ~2 s at relative_dynamics_factor 0.1
+            except RobotServerError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=reset)
+    thread.start()
+    time.sleep(0.5)
+    client.estop()
+    thread.join(timeout=30)
+    assert len(errors) == 1 and errors[0].reason == "backend"
+    assert "preempted" in str(errors[0]) and "errors recovered" in str(errors[0])
+    position = client.get_state()["ee_pos"]
+    time.sleep(0.3)
+    np.testing.assert_allclose(client.get_state()["ee_pos"], position, atol=1e-3)
+    client.release_estop()
+    np.testing.assert_allclose(client.reset("ready")["q"], READY_Q, atol=0.02)
+
+
 def test_compliance_profiles_switch_and_motion_goes_on(client: RobotClient) -> None:
     for profile in ("compliant", "stiff", "default"):
         client.set_compliance(profile)

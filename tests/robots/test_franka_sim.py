@@ -190,9 +190,10 @@ def test_delta_steps_at_10hz_are_tracked(client: RobotClient) -> None:
         f"vs pose at step k+1) median {np.median(errors_mm):.2f} mm, max {errors_mm.max():.2f} "
         f"mm (after a direction change); settled {settled * 1e3:.3f} mm"
     )
-    # relative_dynamics_factor 0.1 caps the acceleration at ~0.9 m/s^2: the arm lags a
-    # few mm behind a 0.1 m/s stream and more right after a turn, but never a whole step.
-    assert np.median(errors_mm) < 4.0
+    # relative_dynamics_factor 0.1 scales the arm's acceleration and jerk limits to a tenth
+    # and each target is planned to stop at: the arm lags a few mm behind a 0.1 m/s stream
+    # and more right after a turn, but never a whole step.
+    assert np.median(errors_mm) < 5.0
     assert errors_mm.max() < 20.0
     assert settled < 1e-3
 

@@ -238,6 +238,19 @@ def test_fast_steps_are_clamped_by_the_speed_limit(client: RobotClient) -> None:
     assert state["ee_pos"][1] - start[1] < 0.5 * safety["max_step_m"]
 
 
+def test_rotation_across_plus_minus_pi_is_a_small_step_not_a_spin(client: RobotClient) -> None:
+    # The hand points down (roll = pi): 0.05 rad more about x crosses to roll = -pi + 0.05.
+    before = stats(client).get("clamped:step_rad", 0)
+    state = client.get_state()
+    target = quat_mul(quat_from_rotvec([0.05, 0.0, 0.0]), state["ee_quat"])
+    for _ in range(6):
+        time.sleep(0.1)
+        result = client.move_to(state["ee_pos"], target)
+        assert result.accepted and "step_rad" not in result.clamped
+    assert np.linalg.norm(rotation_difference(result.state["ee_quat"], target)) < 0.01
+    assert stats(client).get("clamped:step_rad", 0) == before
+
+
 def test_large_rotation_is_clamped_to_max_step_rad(client: RobotClient) -> None:
     max_step_rad = client.info()["safety"]["max_step_rad"]
     start = client.get_state()

@@ -126,18 +126,45 @@ class SimBackendConfig:
     """Width of rendered camera frames (px)."""
 
 
+RealtimeConfig = Literal["enforce", "ignore"]
+FrankaControllerMode = Literal["cartesian_impedance", "joint_impedance"]
+
+
 @dataclass(frozen=True)
 class FrankaBackendConfig:
     """A Franka Panda / FR3 through franky (libfranka); see robots/backends/franka.py."""
 
     robot_ip: str = "172.16.0.2"
-    """Address of the arm's FCI interface."""
+    """Address of the arm's FCI interface (franky-sim: the address it prints, e.g. 127.0.0.1)."""
+    realtime_config: RealtimeConfig = "enforce"
+    """libfranka's real-time check: 'enforce' refuses to start on a kernel without real-time
+    scheduling (PREEMPT_RT), as a real arm needs; 'ignore' only for franky-sim or a dry run
+    on a non-RT kernel (the 1 kHz loop may then miss deadlines and trip reflexes)."""
+    controller_mode: FrankaControllerMode = "cartesian_impedance"
+    """The arm's internal controller under the motion generator; compliance profiles change
+    its stiffness only in 'cartesian_impedance'."""
     relative_dynamics_factor: float = 0.1
     """Fraction of the arm's velocity, acceleration and jerk limits motions may use."""
     gripper_speed_mps: float = 0.1
     """Finger speed of gripper moves."""
     gripper_force_n: float = 20.0
     """Grasp force when closing."""
+
+    def __post_init__(self) -> None:
+        if self.realtime_config not in ("enforce", "ignore"):
+            raise ConfigError(
+                f"franka.realtime_config={self.realtime_config!r}; use 'enforce' (a real arm) "
+                "or 'ignore' (franky-sim, a dry run on a non-RT kernel)"
+            )
+        if self.controller_mode not in ("cartesian_impedance", "joint_impedance"):
+            raise ConfigError(
+                f"franka.controller_mode={self.controller_mode!r}; use 'cartesian_impedance' "
+                "or 'joint_impedance'"
+            )
+        if not 0 < self.relative_dynamics_factor <= 1:
+            raise ConfigError(
+                f"franka.relative_dynamics_factor={self.relative_dynamics_factor} must be in (0, 1]"
+            )
 
 
 @dataclass(frozen=True)

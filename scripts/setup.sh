@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Creates .venv (or $SERL_VENV) with torch and serl-suite installed, doing only what is missing.
 #
-#   scripts/setup.sh [EXTRAS]        e.g. scripts/setup.sh dev,sim,bench
+#   scripts/setup.sh [EXTRAS]        e.g. scripts/setup.sh dev,sim,bench,franky-sim
+#
+# EXTRAS are serl-suite's pip extras, plus one component that is not an extra:
+#   franky-sim   a simulated Franka FR3 that speaks the libfranka network protocol
+#                (franky-sim==1.0.4), in its own venv .venv-franky-sim (or $SERL_FRANKY_SIM_VENV):
+#                it needs mujoco 4 and pin, the suite pins mujoco 3.3.7. The franka backend's
+#                tests run it as a server process (tests/robots/test_franka_sim.py).
 #
 # torch is installed first and on its own so that no other package pulls a build of its own
 # choosing. `pip install torch==2.13.0` gives the CUDA build on a Linux GPU PC; on a CPU-only
@@ -12,6 +18,15 @@ cd "$(dirname "$0")/.."
 
 extras=${1:-dev}
 venv=${SERL_VENV:-.venv}
+franky_sim_venv=${SERL_FRANKY_SIM_VENV:-.venv-franky-sim}
+franky_sim_version=1.0.4
+
+if [[ ",$extras," == *",franky-sim,"* ]]; then
+  with_franky_sim=1
+  extras=$(echo ",$extras," | sed -e 's/,franky-sim,/,/g' -e 's/^,//' -e 's/,$//')
+else
+  with_franky_sim=0
+fi
 torch_version=${SERL_TORCH_VERSION:-2.13.0}
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -43,4 +58,15 @@ if [ ! -f "$stamp" ]; then
   echo "setup: installing serl-suite[$extras]"
   "$py" -m pip install -q -e ".[$extras]" 2> >(grep -v "^WARNING: Location" >&2)
   touch "$stamp"
+fi
+
+if [ "$with_franky_sim" = 1 ]; then
+  fs_stamp="$franky_sim_venv/.serl-franky-sim-$franky_sim_version"
+  if [ ! -f "$fs_stamp" ]; then
+    echo "setup: installing franky-sim==$franky_sim_version into $franky_sim_venv"
+    [ -x "$franky_sim_venv/bin/python" ] || python3 -m venv "$franky_sim_venv"
+    "$franky_sim_venv/bin/python" -m pip install -q "franky-sim==$franky_sim_version" \
+      2> >(grep -v "^WARNING: Location" >&2)
+    touch "$fs_stamp"
+  fi
 fi

@@ -18,8 +18,6 @@ import numpy as np
 
 from robots.config import ComplianceProfile, RobotServerConfig
 
-ROBOTS_EXTRA = "pip install serl-suite[robots]"
-
 
 class MissingDriverError(ImportError):
     """A real-arm backend was selected but its driver package is not installed."""
@@ -37,7 +35,8 @@ def import_driver(module: str, package: str, backend: str) -> ModuleType:
         raise MissingDriverError(
             f"the {backend!r} backend needs the Python package {package!r} (module "
             f"{module!r}), which is not importable here ({exc}). Install it on the robot PC: "
-            f"`{ROBOTS_EXTRA}` and `pip install {package}` (see launch/README.md)"
+            f"`pip install serl-suite[robots,{backend}]` (or `pip install {package}`; see "
+            "launch/README.md)"
         ) from None
 
 

@@ -77,7 +77,7 @@ def test_real_backend_without_its_driver_says_what_to_install(
     with pytest.raises(MissingDriverError) as err:
         make_backend(RobotServerConfig(backend=backend))  # type: ignore[arg-type]
     assert package in str(err.value)
-    assert "pip install serl-suite[robots]" in str(err.value)
+    assert f"pip install serl-suite[robots,{backend}]" in str(err.value)
 
 
 def test_robot_server_command_reports_a_missing_driver(

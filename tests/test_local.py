@@ -51,6 +51,14 @@ def test_train_local_cli_prints_the_evaluation_and_where_the_outputs_are(tmp_pat
     assert "final evaluation on Pendulum-v1: return" in out
     assert "success" not in out  # Pendulum has no success to report
     assert str(tmp_path / "checkpoint.safetensors") in out
+    # The README's next step: look at the policy (Pendulum renders with pygame, a dependency).
+    gif = tmp_path / "policy.gif"
+    checkpoint = str(tmp_path / "checkpoint.safetensors")
+    assert main(["eval", checkpoint, "--episodes", "1", "--video", str(gif)]) == 0
+    from PIL import Image
+
+    with Image.open(gif) as image:
+        assert image.n_frames > 100 and image.size == (500, 500)  # 200 steps, merged repeats
 
 
 def test_unknown_env_id_is_refused_with_the_kinds_of_ids_accepted():

@@ -7,7 +7,7 @@ serl eval runs/train-.../checkpoint.safetensors --episodes 10 --video eval.gif
 serl keys generate keys/
 serl train-local --env Pendulum-v1 --agent sac       # one process: act, learn, evaluate
 serl bench learner --quick                            # learner updates/s against SB3
-serl checkpoint-info runs/local/checkpoint.safetensors
+serl checkpoint-info runs/quickstart/checkpoint.safetensors
 
 `serl learner`, `serl actor` and `serl train` also take `--config FILE.json` (any subset of
 their fields, e.g. the env, agent and agent_cfg a learner and its actors share); flags given
@@ -93,6 +93,7 @@ def _startup_errors() -> tuple[type[Exception], ...]:
     from serl.checkpoint import CheckpointError
     from serl.checkpoint_eval import VideoError
     from serl.learner import LearnerError
+    from serl.local import RunDirError
     from serl.transport import AuthError, HandshakeRefused, InsecureBindError
 
     return (
@@ -101,6 +102,7 @@ def _startup_errors() -> tuple[type[Exception], ...]:
         HandshakeRefused,
         InsecureBindError,
         LearnerError,
+        RunDirError,
         VideoError,
     )
 

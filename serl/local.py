@@ -8,6 +8,7 @@ write metrics.jsonl, TensorBoard scalars, a learning-curve PNG and a final check
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +55,9 @@ class LocalTrainConfig:
     """Write training metrics every this many env steps."""
     seed: int = 0
     """Seed of the env, the agent and the sampler."""
-    run_dir: Path = Path("runs/local")
-    """Where metrics.jsonl, tensorboard/, curve.png and checkpoint.safetensors go."""
+    run_dir: Path | None = None
+    """Where metrics.jsonl, tensorboard/, curve.png and checkpoint.safetensors go; default
+    runs/local/<env>-<agent>-<date-time>. A directory that already holds a run is refused."""
     device: str = "cpu"
     """Torch device of the learner (cpu, cuda, cuda:1)."""
     threads: int = 0
@@ -76,6 +78,32 @@ class LocalTrainResult:
     run_dir: Path
     checkpoint: Path
     curve_png: Path
+
+
+class RunDirError(RuntimeError):
+    """The run directory already holds another run; the message says what to do."""
+
+
+def fresh_run_dir(cfg: LocalTrainConfig) -> Path:
+    """cfg.run_dir, or a new runs/local/<env>-<agent>-<date-time>; never a directory that
+    holds a run already (its metrics would mix with this run's and its checkpoint be lost)."""
+    if cfg.run_dir is None:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.env}-{cfg.agent}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs/local") / f"{name}-{stamp}"
+        suffix = 1
+        while run_dir.exists():  # two runs started in the same second
+            suffix += 1
+            run_dir = Path("runs/local") / f"{name}-{stamp}-{suffix}"
+        return run_dir
+    run_dir = Path(cfg.run_dir)
+    held = [n for n in ("metrics.jsonl", "checkpoint.safetensors") if (run_dir / n).exists()]
+    if held:
+        raise RunDirError(
+            f"{run_dir} already holds a run ({', '.join(held)}); choose another --run-dir or "
+            "leave it out (a new runs/local/<env>-<agent>-<date-time> is made)"
+        )
+    return run_dir
 
 
 def train_local(cfg: LocalTrainConfig) -> LocalTrainResult:
@@ -99,7 +127,7 @@ def train_local(cfg: LocalTrainConfig) -> LocalTrainResult:
     rows = cfg.agent_cfg.utd * cfg.agent_cfg.batch_size
     sampler = UniformSampler(buffer, rows, seed=cfg.seed)
     env.action_space.seed(cfg.seed)
-    run_dir = Path(cfg.run_dir)
+    run_dir = fresh_run_dir(cfg)
     metrics = MetricsLogger(run_dir)
     logger.info(
         "training %s with %s for %d steps; logs in %s", cfg.env, cfg.agent, cfg.steps, run_dir

@@ -73,3 +73,22 @@ def test_sac_learns_pendulum_above_threshold(tmp_path):
                            run_dir=Path(tmp_path), progress=False)  # fmt: skip
     result = train_local(cfg)
     assert result.final_eval["eval/return_mean"] >= -250
+
+
+def test_a_run_dir_holding_a_run_is_refused_and_the_default_is_a_new_one(
+    tmp_path, capsys, monkeypatch
+):
+    args = ["train-local", "--steps", "30", "--random-steps", "20", "--start-training", "20",
+            "--eval-every", "30", "--eval-episodes", "1", "--agent-cfg.hidden-dims", "8",
+            "--agent-cfg.batch-size", "8", "--no-progress"]  # fmt: skip
+    assert main([*args, "--run-dir", str(tmp_path / "run")]) == 0
+    before = (tmp_path / "run/metrics.jsonl").read_bytes()
+    assert (
+        main([*args, "--env", "MountainCarContinuous-v0", "--run-dir", str(tmp_path / "run")]) != 0
+    )
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "run/metrics.jsonl").read_bytes() == before  # nothing appended
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 0
+    (made,) = (tmp_path / "runs/local").iterdir()
+    assert made.name.startswith("Pendulum-v1-sac-") and (made / "checkpoint.safetensors").exists()

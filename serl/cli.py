@@ -90,8 +90,10 @@ def _checkpoint_info(args: list[str]) -> int:
 
 def _startup_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "fix the command or the files", printed without a traceback."""
+    from serl.agents.registry import UnknownAgentError
     from serl.checkpoint import CheckpointError
     from serl.checkpoint_eval import VideoError
+    from serl.envs import UnknownEnvError
     from serl.learner import LearnerError
     from serl.local import RunDirError
     from serl.transport import AuthError, HandshakeRefused, InsecureBindError
@@ -103,6 +105,8 @@ def _startup_errors() -> tuple[type[Exception], ...]:
         InsecureBindError,
         LearnerError,
         RunDirError,
+        UnknownAgentError,
+        UnknownEnvError,
         VideoError,
     )
 

@@ -14,6 +14,7 @@ setting MUJOCO_GL.
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -21,6 +22,10 @@ import gymnasium as gym
 import numpy as np
 
 from serl import headless_gl
+
+
+class UnknownEnvError(ValueError):
+    """An env id that no package provides; the message says which kinds of ids exist."""
 
 
 def env_factories() -> dict[str, Any]:
@@ -38,7 +43,7 @@ def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> g
             env = gym.make(env_id, render_mode=render_mode, **kwargs)
     except gym.error.Error as exc:
         known = ", ".join(f"{p}:..." for p in sorted(factories)) or "none installed"
-        raise ValueError(
+        raise UnknownEnvError(
             f"cannot make env {env_id!r}: {exc}. Ids are gymnasium ids (e.g. Pendulum-v1) "
             f"or prefixed ids ({known})"
         ) from exc
@@ -49,6 +54,25 @@ def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> g
             ) from exc
         raise
     return rescale_actions(env)
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise UnknownEnvError for an id nothing provides, without making the env (which for a
+    `robot:` id would connect to an arm): `serl train` checks before it starts processes."""
+    prefix, sep, name = env_id.partition(":")
+    factories = env_factories()
+    if sep and prefix in factories:
+        return  # the owning package checks the name when it makes the env
+    try:
+        if sep:  # gymnasium's "module:EnvName": the module registers the env when imported
+            importlib.import_module(prefix)
+        gym.spec(name if sep else env_id)
+    except (ImportError, gym.error.Error) as exc:
+        known = ", ".join(f"{p}:..." for p in sorted(factories)) or "none installed"
+        raise UnknownEnvError(
+            f"cannot make env {env_id!r}: {exc}. Ids are gymnasium ids (e.g. Pendulum-v1) "
+            f"or prefixed ids ({known})"
+        ) from None
 
 
 def rescale_actions(env: gym.Env) -> gym.Env:

@@ -33,9 +33,11 @@ from typing import Any
 from tqdm import tqdm
 
 from serl.actor import ActorConfig
+from serl.agents.registry import agent_spec
 from serl.agents.sac import SACConfig
 from serl.checkpoint import read_checkpoint
 from serl.checkpoint_eval import evaluate_policy, load_policy
+from serl.envs import check_env_id
 from serl.learner import CHECKPOINT_NAME, LearnerConfig, LearnerError
 from serl.metrics import MetricsLogger
 from serl.plots import plot_learning_curve
@@ -285,6 +287,8 @@ def train(cfg: TrainConfig, *, stop: StopSignal | None = None) -> TrainResult:
     """Run learner and actors to `cfg.steps` env steps, then evaluate the checkpoint."""
     if cfg.actors < 1 or cfg.steps < 1:
         raise ValueError(f"actors={cfg.actors} and steps={cfg.steps} must be >= 1")
+    agent_spec(cfg.agent)  # a typo in --agent or --env stops here, before any process starts
+    check_env_id(cfg.env)
     run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else _default_run_dir()
     checkpoint = run_dir / CHECKPOINT_NAME
     if checkpoint.exists() and not cfg.resume:

@@ -163,3 +163,22 @@ def test_agent_cfg_flags_are_those_of_the_presets_own_config(agent, flag, field)
     cfg = _process_config(LearnerConfig, ["--agent", agent, flag, "0.25"], "serl learner")
     assert type(cfg) is LearnerConfig and type(cfg.agent_cfg) is agent_spec(agent).config_type
     assert cfg.agent == agent and getattr(cfg.agent_cfg, field) == 0.25
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["train", "--agent", "sacc"], "choose one of ['bc', 'drq'"),
+        (["train", "--env", "Pendulumm-v1"], "Did you mean: `Pendulum`"),
+        (["train-local", "--agent", "sacc"], "choose one of"),
+        (["train-local", "--env", "Pendulumm-v1"], "Ids are gymnasium ids"),
+    ],
+)
+def test_a_typo_in_agent_or_env_is_one_line_naming_the_choices(
+    tmp_path: Path, capsys, monkeypatch, args: list[str], names: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "--steps", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and names in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # refused before any process or run directory

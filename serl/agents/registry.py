@@ -85,7 +85,11 @@ AGENTS: dict[str, AgentSpec] = {
 }
 
 
+class UnknownAgentError(ValueError):
+    """`--agent` names no registered agent; the message lists them."""
+
+
 def agent_spec(name: str) -> AgentSpec:
     if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
+        raise UnknownAgentError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
     return AGENTS[name]

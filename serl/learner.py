@@ -113,7 +113,8 @@ class LearnerConfig:
     env: str = "Pendulum-v1"
     """Environment id; the learner only reads its observation and action spaces."""
     agent: str = "sac"
-    """Agent preset: sac, rlpd or drq (sets the defaults of --agent-cfg.*)."""
+    """Agent preset (sets the defaults of --agent-cfg.*): sac, rlpd, drq, bc, h2o, famo2o, moorl,
+    drrpo or iwocs (serl/agents/registry.py says what each is)."""
     agent_cfg: SACConfig = field(default_factory=SACConfig)
     """Agent hyper-parameters; actors must be started with the same ones."""
     data_endpoint: str = "tcp://127.0.0.1:5555"

@@ -36,7 +36,8 @@ class LocalTrainConfig:
     env: str = "Pendulum-v1"
     """Environment id: a gymnasium id or a prefixed one (sim:..., dmc:...)."""
     agent: str = "sac"
-    """Agent preset: sac, rlpd or drq (sets the defaults of --agent-cfg.*)."""
+    """Agent preset (sets the defaults of --agent-cfg.*): sac, rlpd, drq, bc, h2o, famo2o, moorl,
+    drrpo or iwocs (serl/agents/registry.py says what each is)."""
     agent_cfg: SACConfig = field(default_factory=SACConfig)
     """Agent hyper-parameters (defaults come from the --agent preset)."""
     steps: int = 20_000

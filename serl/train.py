@@ -74,7 +74,8 @@ class TrainConfig:
     """Info key the env reports success under (e.g. gym-hil's succeed); empty: success,
     is_success or succeed, whichever the env has. Envs without one get no success rate."""
     agent: str = "sac"
-    """Agent preset: sac, rlpd or drq (sets the defaults of --agent-cfg.*)."""
+    """Agent preset (sets the defaults of --agent-cfg.*): sac, rlpd, drq, bc, h2o, famo2o, moorl,
+    drrpo or iwocs (serl/agents/registry.py says what each is)."""
     agent_cfg: SACConfig = field(default_factory=SACConfig)
     """Agent hyper-parameters (defaults come from the --agent preset)."""
     actors: int = 2

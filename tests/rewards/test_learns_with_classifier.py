@@ -12,7 +12,10 @@ within 3.5 cm of the target, negative beyond 6 cm, and the frames in between (wh
 wrist view cannot place on either side of the task's 5 cm radius) are left out. Labelled at
 exactly 5 cm, the calibrated threshold swung with the machine: validation recall 0.01-0.84
 across seeds, and on one machine the agent never saw a success (issue 15). With the margin,
-recall is 0.99-1.0 at precision >= 0.98 on seeds 0-3.
+recall is 0.99-1.0 at precision >= 0.98 on seeds 0-3. The learned policy is judged on the task
+rather than by the classifier: an episode ends at the first frame the classifier calls a
+success, at the edge of its positive region, so the classifier-ended episodes measure where
+that edge is, while the task measures whether the agent learned to reach.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def labelled_frames(episodes: int, seed: int):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # about 3 min on a quiet 2-core machine; budgets are in env steps
+@pytest.mark.timeout(1800)  # about 5 min on a quiet 2-core machine; budgets are in env steps
 def test_sac_learns_reach_from_the_classifier_reward_alone(tmp_path):
     if ENV_ID not in gym.registry:
         gym.register(ENV_ID, entry_point=ReachWristRender)
@@ -99,15 +102,16 @@ def test_sac_learns_reach_from_the_classifier_reward_alone(tmp_path):
         LocalTrainConfig(
             env=ENV_ID,
             # RLPD-style update-to-data ratio 4 on narrower networks: as cheap per env step as
-            # SAC's default 256x256 at UTD 1 on a CPU, and it learns the sparse task about
-            # twice as fast (success 0.9-1.0 by 4000-4500 steps for seed 0 when written).
+            # SAC's default 256x256 at UTD 1 on a CPU. Success on the task after 4,500 steps
+            # was 1.0, 0.85 and 0.25 for seeds 0-2 (seed 2 had not learned yet); after 7,000
+            # steps seed 2 gave 1.0 (probe of 2026-12-05 with this recipe, all three seeds set).
             agent_cfg=SACConfig(
                 init_temperature=0.1, utd=4, hidden_dims=(128, 128), batch_size=128
             ),
-            steps=4500,
+            steps=7000,
             random_steps=500,
             start_training=500,
-            eval_every=4500,
+            eval_every=7000,
             eval_episodes=20,
             run_dir=tmp_path / "run",
             progress=False,

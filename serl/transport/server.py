@@ -347,7 +347,7 @@ class LearnerServer:
 
     def _handle(self, frames: list[zmq.Frame], result: PollResult) -> None:
         routing_id = frames[0].bytes
-        self._peer_key = _user_id(frames[1]) if self._zap is not None else ""
+        self._peer_key = _user_id(frames[-1]) if self._zap is not None else ""
         try:
             message = decode(frames[1:], self.limits)
             handler = self._handlers.get(message.kind)

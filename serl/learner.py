@@ -91,9 +91,9 @@ PRIOR_PREFIX = "prior-"
 IDLE_POLL_MS = 20
 """Poll wait when no update is allowed: short enough to react, long enough not to spin."""
 DRAIN_S = 2.0
+"""After the last checkpoint, keep answering actors this long so they receive its commit."""
 ACTION_TOLERANCE = 1e-4
 """How far (float rounding of a rescaled action) an action may sit outside its space."""
-"""After the last checkpoint, keep answering actors this long so they receive its commit."""
 _ONLINE = SOURCES.index("online")
 _INTERVENTION = SOURCES.index("intervention")
 SACO_BINS = 10

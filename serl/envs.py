@@ -42,11 +42,7 @@ def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> g
         else:
             env = gym.make(env_id, render_mode=render_mode, **kwargs)
     except gym.error.Error as exc:
-        known = ", ".join(f"{p}:..." for p in sorted(factories)) or "none installed"
-        raise UnknownEnvError(
-            f"cannot make env {env_id!r}: {exc}. Ids are gymnasium ids (e.g. Pendulum-v1) "
-            f"or prefixed ids ({known})"
-        ) from exc
+        raise _unknown_env(env_id, exc, factories) from exc
     except Exception as exc:
         if headless_gl.is_gl_error(exc):
             raise RuntimeError(
@@ -68,11 +64,16 @@ def check_env_id(env_id: str) -> None:
             importlib.import_module(prefix)
         gym.spec(name if sep else env_id)
     except (ImportError, gym.error.Error) as exc:
-        known = ", ".join(f"{p}:..." for p in sorted(factories)) or "none installed"
-        raise UnknownEnvError(
-            f"cannot make env {env_id!r}: {exc}. Ids are gymnasium ids (e.g. Pendulum-v1) "
-            f"or prefixed ids ({known})"
-        ) from None
+        raise _unknown_env(env_id, exc, factories) from None
+
+
+def _unknown_env(env_id: str, exc: Exception, factories: dict[str, Any]) -> UnknownEnvError:
+    """The error for an id nothing provides, naming the kinds of ids that exist."""
+    known = ", ".join(f"{p}:..." for p in sorted(factories)) or "none installed"
+    return UnknownEnvError(
+        f"cannot make env {env_id!r}: {exc}. Ids are gymnasium ids (e.g. Pendulum-v1) "
+        f"or prefixed ids ({known})"
+    )
 
 
 def rescale_actions(env: gym.Env) -> gym.Env:

@@ -18,6 +18,8 @@ import torch
 from serl.agents.drrpo import DRRPOConfig
 from serl.agents.registry import Agent, agent_spec
 from serl.checkpoint_eval import load_policy
+from serl.data.replay import FrameFeatures
+from serl.nets.encoders import ObservationEncoder
 
 
 def build_agent(
@@ -36,3 +38,10 @@ def build_agent(
     return agent_spec(name).agent_type(
         agent_cfg, observation_space, action_space, seed=seed, device=device, **handed
     )
+
+
+def frame_features(agent: Agent) -> dict[str, FrameFeatures]:
+    """Per camera with a frozen backbone, how a replay buffer stores the agent's features of
+    each frame once (empty for agents without one: their batches carry the frames)."""
+    encoder = getattr(agent, "encoder", None)
+    return encoder.frame_features() if isinstance(encoder, ObservationEncoder) else {}

@@ -61,7 +61,7 @@ from serl.agreement import (
     policy_numpy,
     transition_spec,
 )
-from serl.build import build_agent
+from serl.build import build_agent, frame_features
 from serl.checkpoint import CheckpointError, check_compatible, read_checkpoint, save_checkpoint
 from serl.config import config_to_dict
 from serl.data.datasets import DatasetError, add_to_buffer, load_dataset
@@ -281,7 +281,13 @@ class Learner:
         )
         self.action_dim = action_dim_of(self.action_space)
         self.rows = getattr(cfg.agent_cfg, "utd", 1) * cfg.agent_cfg.batch_size
-        self.buffer = ReplayBuffer(self.observation_space, self.action_dim, cfg.buffer_capacity)
+        self.frame_features = frame_features(self.agent)
+        self.buffer = ReplayBuffer(
+            self.observation_space,
+            self.action_dim,
+            cfg.buffer_capacity,
+            frame_features=self.frame_features,
+        )
         self.prior_buffer = self._load_prior() if cfg.prior_data is not None else None
         self._weighted: TrajectoryWeightedSampler | None = None
         if cfg.interventions_to_prior and self.prior_buffer is None:
@@ -337,7 +343,9 @@ class Learner:
         slots = dataset.total_steps + len(dataset.episodes) + 1
         if self.cfg.interventions_to_prior:
             slots += self.cfg.buffer_capacity
-        buffer = ReplayBuffer(self.observation_space, self.action_dim, slots)
+        buffer = ReplayBuffer(
+            self.observation_space, self.action_dim, slots, frame_features=self.frame_features
+        )
         try:
             add_to_buffer(buffer, dataset.episodes, actor_id=PRIOR_ACTOR_ID)
         except ValueError as exc:
@@ -716,7 +724,10 @@ class Learner:
         check_compatible(path, state, self.agent.state_dict())
         meta = header["metadata"]
         buffer = ReplayBuffer.load(
-            self.run_dir / meta["replay_file"], self.observation_space, self.action_dim
+            self.run_dir / meta["replay_file"],
+            self.observation_space,
+            self.action_dim,
+            frame_features=self.frame_features,
         )
         if buffer.capacity != self.cfg.buffer_capacity:
             logger.warning(
@@ -726,7 +737,10 @@ class Learner:
             )
         if meta.get("prior_file"):
             self.prior_buffer = ReplayBuffer.load(
-                self.run_dir / meta["prior_file"], self.observation_space, self.action_dim
+                self.run_dir / meta["prior_file"],
+                self.observation_space,
+                self.action_dim,
+                frame_features=self.frame_features,
             )
         sampler = self._make_sampler(buffer)
         sampler.load_state_dict(meta["sampler"])

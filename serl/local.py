@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from serl.agents.sac import SACConfig, action_dim_of
-from serl.build import build_agent
+from serl.build import build_agent, frame_features
 from serl.checkpoint import save_checkpoint
 from serl.config import config_hash, config_to_dict
 from serl.data.replay import ReplayBuffer
@@ -124,6 +124,7 @@ def train_local(cfg: LocalTrainConfig) -> LocalTrainResult:
         env.observation_space,
         action_dim_of(env.action_space),
         min(cfg.buffer_capacity, 2 * cfg.steps),
+        frame_features=frame_features(agent),
     )
     rows = cfg.agent_cfg.utd * cfg.agent_cfg.batch_size
     sampler = UniformSampler(buffer, rows, seed=cfg.seed)

@@ -37,6 +37,15 @@ FIFO ring a transition's own slot is always older than its next-observation slot
 already gone by the time that one is reused; `prev_index` keeps the rule explicit and the links
 consistent rather than doing work the first case misses.
 
+Frame features
+--------------
+With `frame_features` (a frozen image backbone per camera, `serl.nets.backbones`) the buffer
+also stores each camera frame's backbone features, computed once when the frame is written,
+as float16 next to the frame (frames are kept: reward classifiers and a later re-encoding need
+them). Batches then carry the features under the spec's key ``<camera>@<digest>`` instead of
+the frames, so an update never runs the backbone. The key names the encoder that made the
+features: a saved buffer loads only under the same backbone.
+
 Not thread-safe: one thread (the learner's ingest loop) owns a buffer.
 """
 
@@ -47,7 +56,7 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +83,18 @@ _T_MAX = np.iinfo(np.int32).max
 _EVAL_CODE = source_code(EVAL_SOURCE)
 _TAG_FIELDS = ("source", "episode_id", "t", "policy_version", "actor_id", "truncated")
 _RESERVED = {"obs", "action", "reward", "terminated", "next_obs", *_TAG_FIELDS}
+
+
+@dataclass(frozen=True)
+class FrameFeatures:
+    """How one camera's frames become stored features (see "Frame features" above)."""
+
+    key: str
+    """Batch key of the features, ``<camera>@<backbone digest>``."""
+    dim: int
+    """Features per frame."""
+    encode: Callable[[np.ndarray], np.ndarray]
+    """(n, H, W, 3) uint8 frames -> (n, dim) float features."""
 
 
 class ReplayFileError(ValueError):
@@ -229,6 +250,7 @@ class ReplayBuffer:
         capacity: int,
         *,
         extras: dict[str, tuple[int, ...]] | None = None,
+        frame_features: Mapping[str, FrameFeatures] | None = None,
     ) -> None:
         if capacity < 2:
             raise ValueError(f"capacity={capacity}; a transition needs at least 2 slots")
@@ -245,6 +267,15 @@ class ReplayBuffer:
         """Storage key -> (shape, dtype) of each observation array."""
         self.extras_spec = {name: tuple(shape) for name, shape in extras.items()}
         """Extra float32 field -> per-transition shape."""
+        self.frame_features = dict(frame_features or {})
+        """Camera key -> how its frames become the stored features batches carry instead."""
+        for camera in self.frame_features:
+            shape, dtype = self.observation_spec.get(camera, ((), None))
+            if dtype != np.uint8 or len(shape) != 3:
+                raise ValueError(
+                    f"frame features for {camera!r}: it is not a (H, W, C) uint8 camera of the "
+                    f"observation space (keys: {sorted(self.observation_spec)})"
+                )
 
         cap = self.capacity
         self._obs = {
@@ -265,6 +296,9 @@ class ReplayBuffer:
         self._actor_id = np.zeros(cap, np.int32)
         self._extras = {
             name: np.zeros((cap, *shape), np.float32) for name, shape in self.extras_spec.items()
+        }
+        self._features = {
+            spec.key: np.zeros((cap, spec.dim), np.float16) for spec in self.frame_features.values()
         }
         self._ptr = 0
         """Slot the next allocation takes."""
@@ -502,6 +536,8 @@ class ReplayBuffer:
         for key, store in self._obs.items():
             _scatter(store, slots[~is_next], c.obs[key], rows[~is_next])
             _scatter(store, slots[is_next], c.next_obs[key], rows[is_next])
+        for camera, spec in self.frame_features.items():  # each written frame encoded once
+            self._features[spec.key][slots] = spec.encode(self._obs[camera][slots])
 
     def _write_fields(self, c: _Chunk, fields: dict[int, int]) -> None:
         slots = np.fromiter(fields.keys(), np.int64, len(fields))
@@ -561,8 +597,14 @@ class ReplayBuffer:
             raise ValueError(f"indices {bad} hold no complete transition (overwritten or terminal)")
         return idx
 
-    def _pack(self, arrays: dict[str, np.ndarray]) -> Obs:
-        tensors = {key: torch.from_numpy(a) for key, a in arrays.items()}
+    def _pack(self, slots: np.ndarray) -> Obs:
+        """The observations in `slots`; a featured camera's features stand in for its frames."""
+        tensors = {
+            key: torch.from_numpy(a[slots])
+            for key, a in self._obs.items()
+            if key not in self.frame_features
+        }
+        tensors |= {key: torch.from_numpy(a[slots]).float() for key, a in self._features.items()}
         if isinstance(self.observation_space, gym.spaces.Dict):
             return tensors
         return tensors[_BOX_KEY]
@@ -570,12 +612,11 @@ class ReplayBuffer:
     def gather(self, indices: ArrayLike) -> Batch:
         """The transitions at valid slots `indices` as a Batch; next_obs via `next_index`."""
         idx = self._checked_indices(indices)
-        nxt = self._next_index[idx]
         return Batch(
-            obs=self._pack({key: a[idx] for key, a in self._obs.items()}),
+            obs=self._pack(idx),
             action=torch.from_numpy(self._action[idx]),
             reward=torch.from_numpy(self._reward[idx]),
-            next_obs=self._pack({key: a[nxt] for key, a in self._obs.items()}),
+            next_obs=self._pack(self._next_index[idx]),
             terminated=torch.from_numpy(self._terminated[idx].astype(np.float32)),
         )
 
@@ -610,6 +651,7 @@ class ReplayBuffer:
             "policy_version": self._policy_version,
             "actor_id": self._actor_id,
             **{f"extras/{name}": a for name, a in self._extras.items()},
+            **{f"features/{key}": a for key, a in self._features.items()},
         }
 
     def _bookkeeping(self) -> dict[str, np.ndarray]:
@@ -660,15 +702,23 @@ class ReplayBuffer:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], observation_space: gym.Space, action_dim: int
+        cls,
+        path: str | os.PathLike[str],
+        observation_space: gym.Space,
+        action_dim: int,
+        *,
+        frame_features: Mapping[str, FrameFeatures] | None = None,
     ) -> ReplayBuffer:
         """Restore a buffer written by `save`; ReplayFileError on a bad or mismatched file.
 
-        Reads with `allow_pickle=False` only, one array at a time into the new buffer.
+        Reads with `allow_pickle=False` only, one array at a time into the new buffer. Stored
+        frame features load only under the same backbones (`frame_features`' keys).
         """
         try:
             with np.load(path, allow_pickle=False) as npz:
-                return cls._from_npz(Path(path), npz, observation_space, action_dim)
+                return cls._from_npz(
+                    Path(path), npz, observation_space, action_dim, frame_features or {}
+                )
         except ReplayFileError:
             raise
         except FileNotFoundError as err:
@@ -681,7 +731,12 @@ class ReplayBuffer:
 
     @classmethod
     def _from_npz(
-        cls, path: Path, npz: Mapping[str, np.ndarray], space: gym.Space, action_dim: int
+        cls,
+        path: Path,
+        npz: Mapping[str, np.ndarray],
+        space: gym.Space,
+        action_dim: int,
+        frame_features: Mapping[str, FrameFeatures],
     ) -> ReplayBuffer:
         def fail(what: str) -> ReplayFileError:
             return ReplayFileError(f"{path}: {what}")
@@ -700,8 +755,19 @@ class ReplayBuffer:
             for name in names
             if name.startswith("extras/")
         }
+        saved_features = sorted(n.removeprefix("features/") for n in names if "@" in n)
+        wanted_features = sorted(spec.key for spec in frame_features.values())
+        if saved_features != wanted_features:
+            raise fail(
+                f"it stores frame features {saved_features or 'none'}, this run's encoder makes "
+                f"{wanted_features or 'none'} (<camera>@<backbone digest>); features of two "
+                "encoders are never mixed: resume with the run's --backbone settings and weights "
+                "file, or start a new run"
+            )
         try:
-            buffer = cls(space, action_dim, action.shape[0], extras=extras)
+            buffer = cls(
+                space, action_dim, action.shape[0], extras=extras, frame_features=frame_features
+            )
         except (ValueError, TypeError) as err:
             raise fail(str(err)) from err
         want = {**buffer._storage(), **buffer._bookkeeping()}

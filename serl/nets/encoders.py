@@ -5,6 +5,11 @@
   conv encoder — the DrQ encoder (Kostrikov et al. 2021) or a small ResNet — whose output goes
   through Linear -> LayerNorm -> tanh (DrQ / SAC-AE); vectors in the same Dict (proprioception)
   are concatenated to the image features. Dict keys are always taken in sorted order.
+* With a frozen backbone (`EncoderConfig.backbone`, `serl.nets.backbones`) a camera's trunk is
+  fixed and only the Linear -> LayerNorm -> tanh head trains. A learner's replay buffer stores
+  each frame's backbone features once (`frame_features`); its batches carry them under the key
+  ``<camera>@<backbone digest>`` instead of the frames, and the encoder skips the backbone for
+  them. An actor passes frames and the backbone runs on them.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serl.data.batch import Obs
+from serl.data.replay import FrameFeatures
+from serl.nets.backbones import BACKBONES, FrozenBackbone
+from serl.nets.trunks import ConvTrunk, ResNetTrunk
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,22 @@ class EncoderConfig:
     """Local safetensors file with pretrained encoder weights (never downloaded)."""
     freeze: bool = False
     """Keep the encoder fixed (use with weights_path); features are then computed once per batch."""
+    backbone: Literal["none", "efficientnet-lite0", "resnet10", "resnet18", "conv"] = "none"
+    """A frozen pretrained trunk per camera ('none' trains `kind` end to end, DrQ): each frame
+    is encoded once, when the learner stores it, and only a small head trains. efficientnet-lite0
+    (ImageNet, the 'pretrained' extra), resnet10/resnet18 (your torchvision-named state dict in
+    backbone_weights), conv (the suite's trunk from `serl pretrain-encoder`, or random without
+    weights: the control)."""
+    backbone_weights: str | None = None
+    """Local weights of the backbone (.safetensors, or .pth read with weights_only=True)."""
+    backbone_pool: int = 2
+    """The backbone's map is average-pooled to pool x pool cells (C·pool² features a frame)."""
+
+    def __post_init__(self) -> None:
+        if self.backbone != "none" and self.backbone not in BACKBONES:
+            raise ValueError(
+                f"backbone={self.backbone!r}; choose none or one of {', '.join(BACKBONES)}"
+            )
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -74,57 +97,6 @@ def check_supported(space: gym.Space) -> None:
     raise ValueError(f"observation space {space} is not a Box or a Dict of Boxes")
 
 
-class ConvTrunk(nn.Module):
-    """DrQ encoder: 3x3 convs (first with stride 2), ReLU, flattened."""
-
-    def __init__(self, in_channels: int, num_filters: int, num_layers: int = 4) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, num_filters, 3, stride=2), nn.ReLU()]
-        for _ in range(num_layers - 1):
-            layers += [nn.Conv2d(num_filters, num_filters, 3, stride=1), nn.ReLU()]
-        self.net = nn.Sequential(*layers, nn.Flatten())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
-        self.norm1 = nn.GroupNorm(min(8, out_channels), out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, padding=1, bias=False)
-        self.norm2 = nn.GroupNorm(min(8, out_channels), out_channels)
-        self.skip: nn.Module = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.skip = nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.relu(self.norm1(self.conv1(x)))
-        return F.relu(self.norm2(self.conv2(h)) + self.skip(x))
-
-
-class ResNetTrunk(nn.Module):
-    """A ResNet-10-shaped trunk (four stages of one block) with GroupNorm and average pooling."""
-
-    def __init__(self, in_channels: int, num_filters: int) -> None:
-        super().__init__()
-        widths = [num_filters * 2**i for i in range(4)]
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1, bias=False),
-            nn.GroupNorm(min(8, widths[0]), widths[0]),
-            nn.ReLU(),
-        )
-        blocks, width = [], widths[0]
-        for i, out in enumerate(widths):
-            blocks.append(ResidualBlock(width, out, stride=1 if i == 0 else 2))
-            width = out
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(self.stem(x)).mean(dim=(-2, -1))
-
-
 def images_to_float(images: Tensor) -> Tensor:
     """(B, [S,] H, W, C) uint8 -> (B, S*C, H, W) float in [-0.5, 0.5]."""
     x = images.float().div_(255.0).sub_(0.5)
@@ -134,21 +106,31 @@ def images_to_float(images: Tensor) -> Tensor:
 
 
 class CameraEncoder(nn.Module):
+    """One camera's frames -> a feature vector: a trunk (trained, or a frozen backbone), then
+    Linear -> LayerNorm -> tanh (`project`, always trained)."""
+
     def __init__(self, space: gym.spaces.Box, cfg: EncoderConfig) -> None:
         super().__init__()
         *stack, height, width, channels = space.shape
         in_channels = channels * (stack[0] if stack else 1)
-        if cfg.kind == "drq":
+        self.backbone: FrozenBackbone | None = None
+        if cfg.backbone != "none":
+            self.backbone = FrozenBackbone(cfg.backbone, cfg.backbone_weights, cfg.backbone_pool)
+            flat = self.backbone.out_dim
+        elif cfg.kind == "drq":
             self.trunk: nn.Module = ConvTrunk(in_channels, cfg.num_filters)
         else:
             self.trunk = ResNetTrunk(in_channels, cfg.num_filters)
-        with torch.no_grad():
-            flat = self.trunk(torch.zeros(1, in_channels, height, width)).shape[-1]
+        if self.backbone is None:
+            with torch.no_grad():
+                flat = self.trunk(torch.zeros(1, in_channels, height, width)).shape[-1]
         self.project = nn.Sequential(
             nn.Linear(flat, cfg.feature_dim), nn.LayerNorm(cfg.feature_dim), nn.Tanh()
         )
 
     def forward(self, images: Tensor) -> Tensor:
+        if self.backbone is not None:
+            return self.project(self.backbone(images))
         return self.project(self.trunk(images_to_float(images)))
 
 
@@ -174,9 +156,50 @@ class ObservationEncoder(nn.Module):
     def has_images(self) -> bool:
         return bool(self.image_keys)
 
+    def feature_key(self, camera: str) -> str | None:
+        """Where a batch carries `camera`'s stored backbone features, if it has a backbone."""
+        backbone = self.cameras[camera].backbone
+        return None if backbone is None else f"{camera}@{backbone.digest}"
+
+    def frame_features(self) -> dict[str, FrameFeatures]:
+        """What a replay buffer needs to store each camera's backbone features once per frame."""
+        specs = {}
+        for camera in self.image_keys:
+            backbone = self.cameras[camera].backbone
+            if backbone is not None:
+                specs[camera] = FrameFeatures(
+                    self.feature_key(camera), backbone.out_dim, _numpy_encoder(backbone)
+                )
+        return specs
+
+    def _camera(self, obs: dict[str, Tensor], camera: str) -> Tensor:
+        key = self.feature_key(camera)
+        if key is not None and key in obs:
+            return self.cameras[camera].project(obs[key].float())
+        if camera not in obs:
+            raise KeyError(
+                f"observation has neither camera {camera!r} nor its features {key!r} (keys: "
+                f"{sorted(obs)}); features of another backbone are never used in its place"
+            )
+        return self.cameras[camera](obs[camera])
+
     def forward(self, obs: Obs) -> Tensor:
         if not isinstance(obs, dict):
             return obs.flatten(1).float()
-        parts = [self.cameras[key](obs[key]) for key in self.image_keys]
+        parts = [self._camera(obs, key) for key in self.image_keys]
         parts += [obs[key].flatten(1).float() for key in self.vector_keys]
         return torch.cat(parts, dim=-1)
+
+
+def _numpy_encoder(backbone: FrozenBackbone, batch: int = 64):
+    """uint8 frames (n, H, W, 3) -> float32 features (n, D), in slices of `batch` frames."""
+
+    def encode(frames: np.ndarray) -> np.ndarray:
+        device = backbone.digest_bytes.device
+        out = [
+            backbone(torch.from_numpy(frames[i : i + batch]).to(device)).cpu().numpy()
+            for i in range(0, len(frames), batch)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, backbone.out_dim), np.float32)
+
+    return encode

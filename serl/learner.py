@@ -629,6 +629,8 @@ class Learner:
             "learner/weights_version": self.server.weights_version,
             "learner/actors_live": len(self.server.live_actors()),
             "buffer/size": len(self.buffer),
+            # Memory per stored transition: frames once each, plus frame features if any.
+            "buffer/bytes_per_slot": self.buffer.nbytes / self.buffer.capacity,
             "buffer/prior_size": len(self.prior_buffer) if self.prior_buffer is not None else 0,
             "process/rss_mb": rss_mb(),
         }

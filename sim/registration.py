@@ -4,12 +4,14 @@
 ``serl.envs`` entry-point group (``sim = "sim.registration:make"`` in pyproject.toml) and calls
 ``make("PandaPickCube-v0", render_mode=None, obs_mode="pixels")``. Ids ending in
 ``Pixels-v0`` (``PandaReachPixels-v0``) are the same tasks with ``obs_mode="pixels"``, for
-tools that take an id and no keyword arguments. `register_gymnasium` also registers every id
-under the ``sim/`` namespace of `gymnasium.make`.
+tools that take an id and no keyword arguments; ``Pixels<N>-v0`` (``PandaReachPixels64-v0``)
+also sets the cameras' image size to N x N (128 by default). `register_gymnasium` also
+registers every id under the ``sim/`` namespace of `gymnasium.make`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import gymnasium as gym
@@ -22,13 +24,16 @@ TASKS: dict[str, type[PandaEnv]] = {
     "PandaPegInsert-v0": PandaPegInsertEnv,
 }
 PIXEL_SUFFIX = "Pixels-v0"
+_PIXEL_ID = re.compile(r"(?P<task>\w+)Pixels(?P<size>[0-9]*)-v0")
 
 
 def make(name: str, render_mode: str | None = None, **kwargs: Any) -> PandaEnv:
     """Build the task `name` (``PandaReach-v0``, ``PandaReachPixels-v0``, ...)."""
-    if name.endswith(PIXEL_SUFFIX):
-        name = name[: -len(PIXEL_SUFFIX)] + "-v0"
+    if pixel := _PIXEL_ID.fullmatch(name):
+        name = pixel["task"] + "-v0"
         kwargs.setdefault("obs_mode", "pixels")
+        if pixel["size"]:
+            kwargs.setdefault("image_size", int(pixel["size"]))
     if name not in TASKS:
         raise ValueError(
             f"unknown sim task {name!r}; known: {sorted(TASKS)} (add {PIXEL_SUFFIX!r} in place "

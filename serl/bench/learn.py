@@ -17,6 +17,13 @@ Suites (`SUITES`; `--quick` runs the small size that CI runs, never a result to 
   as prior data (RLPD mode, 10k env steps): success rate against env steps and wall-clock.
   Target for state PickCube: >= 90% success within 30 minutes on the 2-core CPU machine
   (`--tasks sim:PandaPickCube-v0` runs that task alone).
+* `panda-pixels`: PandaReach and PandaPickCube from the front and wrist cameras (64x64) plus
+  proprioception, 20 scripted demos, RLPD mode as `panda`; the methods are image encoders side
+  by side: DrQ trained end to end (`drq`), the frozen ImageNet EfficientNet-Lite0 (`imagenet`),
+  the suite's conv trunk pretrained on the task's demo frames by `serl pretrain-encoder` and
+  frozen (`pretrained`), and the same trunk frozen at random (`random`, the control). The table
+  adds learner updates/s and bytes per stored transition. Targets (2-core CPU): PickCube >= 80 %
+  within 60 minutes, Reach >= 90 % within 15 minutes.
 * `mujoco-100k`: four gymnasium MuJoCo v5 tasks at 100k env steps in RLPD mode (10 critics,
   G = 20, no prior data) against REDQ at 100k (Chen et al. 2021, Table 1). Meant for a GPU.
 """
@@ -85,6 +92,11 @@ class Suite:
     demos: int = 0
     """Scripted-expert demos recorded per task (`serl record-demos --device expert`) and
     given to the learner as prior data (RLPD symmetric sampling)."""
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Methods compared side by side: name -> `EncoderConfig` fields of that run (empty: one
+    method, `serl`, with the preset's encoder)."""
+    pretrained_variants: tuple[str, ...] = ()
+    """Variants whose backbone weights come from `serl pretrain-encoder` on the task's demos."""
     quick: dict[str, Any] = field(default_factory=dict)
     """Fields replaced for `--quick` (fewer tasks, steps, budgets)."""
 
@@ -156,6 +168,36 @@ SUITES: dict[str, Suite] = {
             "budgets": (500, 1_000, 1_500),
         },
     ),
+    "panda-pixels": Suite(
+        tasks=("sim:PandaReachPixels64-v0", "sim:PandaPickCubePixels64-v0"),
+        agent="rlpd",
+        steps=10_000,
+        budgets=(2_500, 5_000, 10_000),
+        random_steps=200,
+        metric="success",
+        threshold=0.8,
+        crossing_window=10,
+        demos=20,
+        agent_overrides={  # as `panda` (see there why)
+            "num_qs": 2,
+            "utd": 8,
+            "backup_entropy": False,
+            "init_temperature": 0.01,
+        },
+        variants={
+            "drq": {},
+            "imagenet": {"backbone": "efficientnet-lite0"},
+            "pretrained": {"backbone": "conv"},
+            "random": {"backbone": "conv"},
+        },
+        pretrained_variants=("pretrained",),
+        quick={
+            "tasks": ("sim:PandaReachPixels64-v0",),
+            "steps": 400,
+            "budgets": (200, 400),
+            "variants": {"pretrained": {"backbone": "conv"}},
+        },
+    ),
     "mujoco-100k": Suite(
         tasks=("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5"),
         agent="rlpd",
@@ -180,6 +222,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="run directory (default runs/bench-learn-...)")
     parser.add_argument(
         "--tasks", nargs="+", metavar="TASK", help="only these tasks of the suite (default: all)"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="NAME",
+        help="only these methods of a suite that compares several (panda-pixels: drq imagenet "
+        "pretrained random; default: all)",
     )
 
 
@@ -225,14 +274,35 @@ def _record_finished(run_dir: Path, start_time_s: float) -> None:
     write_json_atomic(run_dir / RUN_RECORD, {"start_time_s": start_time_s})
 
 
+def pretrain_encoder(demos: Path, out: Path) -> Path:
+    """The suite's conv trunk pretrained on the demos' frames (`serl pretrain-encoder`)."""
+    from serl.cli import main
+
+    if not out.exists():
+        code = main(["pretrain-encoder", "--data", str(demos), "--out", str(out)])
+        if code != 0:
+            raise RuntimeError(f"pretraining an encoder on {demos} failed ({code})")
+    return out
+
+
 def _run_ours(
-    suite: Suite, task: str, seed: int, run_dir: Path, device: str, prior: Path | None
+    suite: Suite,
+    task: str,
+    seed: int,
+    run_dir: Path,
+    device: str,
+    prior: Path | None,
+    encoder: dict[str, Any],
 ) -> Curve:
     from serl.train import TrainConfig, train
 
     agent_cfg = dataclasses.replace(
         agent_spec(suite.agent).default_config(), **suite.agent_overrides
     )
+    if encoder:
+        agent_cfg = dataclasses.replace(
+            agent_cfg, encoder=dataclasses.replace(agent_cfg.encoder, **encoder)
+        )
     cfg = TrainConfig(
         env=task,
         agent=suite.agent,
@@ -320,6 +390,7 @@ def plot_suite(suite: Suite, curves: dict[tuple[str, str], list[Curve]], png: Pa
         len(suite.tasks), 2, figsize=(11, 3.6 * len(suite.tasks)), squeeze=False
     )
     colors = {OURS: "tab:blue", PEER: "tab:orange"}
+    colors |= {name: f"C{i}" for i, name in enumerate(suite.variants)}
     label = "evaluation return" if suite.metric == "returns" else "success rate"
     k = suite.crossing_window
     if k > 1:
@@ -360,6 +431,35 @@ def select_tasks(spec: Suite, tasks: list[str] | None) -> Suite:
     return dataclasses.replace(spec, tasks=tuple(t for t in spec.tasks if t in tasks))
 
 
+def select_variants(spec: Suite, variants: list[str] | None) -> Suite:
+    """`spec` reduced to the methods `variants` (None: all); unknown names list the valid ones."""
+    if not variants:
+        return spec
+    unknown = [v for v in variants if v not in spec.variants]
+    if unknown:
+        raise ValueError(
+            f"--variants {' '.join(unknown)}: not methods of this suite; they are "
+            f"{', '.join(spec.variants) or 'none (it has one method)'}"
+        )
+    kept = {name: enc for name, enc in spec.variants.items() if name in variants}
+    return dataclasses.replace(spec, variants=kept)
+
+
+def learner_figures(run_dir: Path) -> dict[str, float]:
+    """The learner's update rate and memory per stored transition at the end of a run."""
+    from serl.metrics import read_metrics
+
+    last: dict[str, float] = {}
+    for record in read_metrics(run_dir / "metrics.jsonl"):
+        for key in ("learner/updates_per_s", "buffer/bytes_per_slot"):
+            if record.get(key):
+                last[key] = float(record[key])
+    return {
+        "updates_per_s": last.get("learner/updates_per_s", math.nan),
+        "bytes_per_transition": last.get("buffer/bytes_per_slot", math.nan),
+    }
+
+
 def run(
     quick: bool,
     device: str,
@@ -367,30 +467,48 @@ def run(
     seeds: int = 3,
     out: Path | None = None,
     tasks: list[str] | None = None,
+    variants: list[str] | None = None,
 ) -> dict[str, Any]:
     spec = SUITES[suite]
     if quick:
         spec = dataclasses.replace(spec, **spec.quick)
-    spec = select_tasks(spec, tasks)
+    spec = select_variants(select_tasks(spec, tasks), variants)
     out = out or Path("runs") / time.strftime(f"bench-learn-{suite}-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    methods = [OURS, PEER] if spec.peer else [OURS]
+    methods = list(spec.variants) or [OURS]
+    if spec.peer:
+        methods.append(PEER)
     jobs = [(t, m, s) for t in spec.tasks for m in methods for s in range(seeds)]
     curves: dict[tuple[str, str], list[Curve]] = {(t, m): [] for t in spec.tasks for m in methods}
+    learner: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in curves}
     for task, method, seed in tqdm(jobs, desc=f"bench learn {suite}", unit="run"):
         run_dir = out / _slug(task) / f"{method}-seed{seed}"
         curve = finished_curve(run_dir)
         if curve is not None:
             tqdm.write(f"{run_dir}: finished earlier, read back")
-        elif method == OURS:
-            prior = (
-                record_demos(task, spec.demos, out / _slug(task) / "demos") if spec.demos else None
-            )
-            curve = _run_ours(spec, task, seed, run_dir, device, prior)
+        elif method != PEER:
+            demos = out / _slug(task) / "demos"
+            prior = record_demos(task, spec.demos, demos) if spec.demos else None
+            encoder = dict(spec.variants.get(method, {}))
+            if method in spec.pretrained_variants:
+                weights = pretrain_encoder(demos, out / _slug(task) / "encoder.safetensors")
+                encoder["backbone_weights"] = str(weights)
+            curve = _run_ours(spec, task, seed, run_dir, device, prior, encoder)
         else:
             curve = _run_peer(spec, task, seed, run_dir)
         curves[(task, method)].append(curve)
+        if method != PEER:
+            learner[(task, method)].append(learner_figures(run_dir))
     figures, table = summarize(spec, curves)
+    if spec.variants:
+        lines = [f"{'task':<32}{'method':<12}{'updates/s':>12}{'bytes/transition':>18}"]
+        for (task, method), runs in learner.items():
+            rate, _ = mean_std([r["updates_per_s"] for r in runs])
+            size, _ = mean_std([r["bytes_per_transition"] for r in runs])
+            figures[f"{_slug(task)}_{method}_updates_per_s"] = rate
+            figures[f"{_slug(task)}_{method}_bytes_per_transition"] = size
+            lines.append(f"{task:<32}{method:<12}{rate:>12.2f}{size:>18,.0f}")
+        table += ["", *lines]
     png = plot_suite(spec, curves, out / "curves.png")
     summary = {"suite": suite, "seeds": seeds, "steps": spec.steps, **figures}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -67,3 +67,19 @@ def test_tasks_select_part_of_a_suite_and_an_unknown_task_names_the_valid_ones()
     assert select_tasks(panda, ["sim:PandaPickCube-v0"]).tasks == ("sim:PandaPickCube-v0",)
     with pytest.raises(ValueError, match="its tasks are sim:PandaPickCube-v0"):
         select_tasks(panda, ["sim:PandaPush-v0"])
+
+
+def test_variants_select_encoders_of_the_pixel_suite_and_an_unknown_one_names_them() -> None:
+    from serl.bench.learn import SUITES, select_variants
+    from serl.nets.encoders import EncoderConfig
+
+    pixels = SUITES["panda-pixels"]
+    assert list(pixels.variants) == ["drq", "imagenet", "pretrained", "random"]
+    for encoder in pixels.variants.values():
+        EncoderConfig(**encoder)  # every variant is a valid encoder config
+    assert set(pixels.pretrained_variants) <= set(pixels.variants)
+    assert list(select_variants(pixels, ["random", "imagenet"]).variants) == ["imagenet", "random"]
+    with pytest.raises(ValueError, match="they are drq, imagenet, pretrained, random"):
+        select_variants(pixels, ["resnet"])
+    with pytest.raises(ValueError, match="none"):
+        select_variants(SUITES["panda"], ["drq"])

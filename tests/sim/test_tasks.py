@@ -109,6 +109,9 @@ def test_prefixed_ids_resolve_through_serl_make_env() -> None:
     obs, _ = pixels.reset(seed=0)
     assert set(obs) == {"front", "wrist", "state"} and obs["front"].shape == (32, 32, 3)
     pixels.close()
+    sized = make_env("sim:PandaReachPixels48-v0")  # the size in the id, for id-only tools
+    assert sized.observation_space["wrist"].shape == (48, 48, 3)
+    sized.close()
 
 
 def test_unknown_task_names_the_known_ones() -> None:

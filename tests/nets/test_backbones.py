@@ -108,7 +108,8 @@ def test_the_buffer_stores_the_backbones_features_of_every_frame_exactly_once():
 
     buffer = ReplayBuffer(PIXELS, 2, 64, frame_features={k: counting(s) for k, s in specs.items()})
     n = 10  # one episode of 10 transitions: 11 frames per camera
-    obs = {"front": frames(n + 1, 1), "wrist": frames(n + 1, 2), "state": np.zeros((n + 1, 4), np.float32)}
+    state = np.zeros((n + 1, 4), np.float32)
+    obs = {"front": frames(n + 1, 1), "wrist": frames(n + 1, 2), "state": state}
     for t in range(n):
         buffer.add(
             {k: v[t] for k, v in obs.items()}, np.zeros(2), 0.0,
@@ -159,8 +160,9 @@ def test_resume_from_a_checkpoint_file_continues_identically(tmp_path, encoder):
     buffer = ReplayBuffer(PIXELS, 2, 64, frame_features=frame_features(agent))
     rng = np.random.default_rng(0)
     for t in range(20):
-        o = {"front": frames(1, t)[0], "wrist": frames(1, 100 + t)[0], "state": rng.random(4, np.float32)}
-        n = {"front": frames(1, t + 1)[0], "wrist": frames(1, 101 + t)[0], "state": rng.random(4, np.float32)}
+        s0, s1 = rng.random(4, np.float32), rng.random(4, np.float32)
+        o = {"front": frames(1, t)[0], "wrist": frames(1, 100 + t)[0], "state": s0}
+        n = {"front": frames(1, t + 1)[0], "wrist": frames(1, 101 + t)[0], "state": s1}
         buffer.add(o, rng.uniform(-1, 1, 2), rng.random(), n, False, False,
                    source="online", episode_id=0, t=t)  # fmt: skip
     agent.update(_batch_from(buffer, 1))

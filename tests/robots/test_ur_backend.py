@@ -215,7 +215,8 @@ def test_command_pose_swaps_the_target_and_the_thread_streams_servoL_at_servo_hz
     np.testing.assert_allclose(servos[0].args[0], [0.5, 0.0, 0.3, 0.0, 0.0, math.pi / 2])
     assert all(c.args[1:] == (0.0, 0.0, 0.01, 0.1, 300.0) for c in servos)
     gaps = np.diff([c.time_s for c in servos])
-    assert 0.009 <= float(np.median(gaps)) <= 0.03  # paced by waitPeriod at 100 Hz
+    # Paced by waitPeriod at 100 Hz (never faster; slower only on a very busy machine).
+    assert 0.009 <= float(np.median(gaps)) <= 0.1
     assert len(servos) <= 0.3 * 100 + 10
     waits = [c.args[0] for c in fake.called(CONTROL, "waitPeriod")]
     assert waits == starts[: len(waits)]  # each period waited from its own initPeriod

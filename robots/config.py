@@ -184,6 +184,20 @@ class URBackendConfig:
     home_q_rad: tuple[float, ...] = (0.0, -1.571, 1.571, -1.571, -1.571, 0.0)
     """The 'home' reset pose of the six joints."""
 
+    def __post_init__(self) -> None:
+        if not 0 < self.servo_hz <= 500:
+            raise ConfigError(
+                f"ur.servo_hz={self.servo_hz} must be in (0, 500] (RTDE runs at up to 125 Hz on "
+                "a CB3, 500 Hz on an e-Series)"
+            )
+        if not -1 <= self.gripper_digital_out <= 7:
+            raise ConfigError(
+                f"ur.gripper_digital_out={self.gripper_digital_out}; use a standard digital "
+                "output 0..7, or -1 for no gripper"
+            )
+        if len(self.home_q_rad) != 6:
+            raise ConfigError(f"ur.home_q_rad={self.home_q_rad!r} must have 6 joint angles")
+
 
 @dataclass(frozen=True)
 class RobotServerConfig:

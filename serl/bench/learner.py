@@ -6,6 +6,12 @@
   slows both alike; the figure is the median over rounds.
 * `rlpd_critic_updates_per_s`: 10 LayerNorm critics, G = 20 critic steps per update call.
 * `drq_updates_per_s`: two 128x128x3 uint8 cameras plus a 7-D proprioception vector.
+* `frozen_<backbone>_updates_per_s` (efficientnet-lite0, conv): the same two cameras through a
+  frozen backbone whose features the buffer stored once per frame, so an update trains only
+  the heads and MLPs; `frozen_<backbone>_ratio_vs_state` divides by `sac_updates_per_s` measured
+  in the same rounds (the issue's target: >= 0.5). `frozen_<backbone>_ms_per_frame` is what
+  storing a frame costs (its encoding) and `frozen_<backbone>_bytes_per_transition` the buffer's
+  memory per transition, frames included.
 * `image_bytes_per_transition`: a 10k-transition buffer of two 128x128x3 cameras in 100-step
   episodes; frames stored once means about 1.01x one observation's frame bytes.
 The observation is 17-D and the action 6-D (HalfCheetah's sizes) for the state benchmarks.
@@ -27,8 +33,10 @@ import gymnasium as gym
 import numpy as np
 
 from serl.agents.sac import SACAgent, SACConfig
+from serl.build import frame_features
 from serl.data.replay import ReplayBuffer
 from serl.data.samplers import UniformSampler
+from serl.nets.encoders import EncoderConfig
 
 OBS_DIM, ACTION_DIM, BATCH = 17, 6, 256
 STATE_SPACE = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
@@ -51,12 +59,14 @@ class Size:
     """Transitions in the DrQ replay buffer."""
     camera_buffer: int
     """Transitions in the buffer whose bytes per transition are reported."""
+    frozen_buffer: int
+    """Transitions in each frozen-backbone buffer (each frame is encoded when stored)."""
 
 
 SIZES = {
-    "full": Size(5.0, 5, BATCH, 5, 5_000, 10_000),
-    "quick": Size(2.0, 3, BATCH, 2, 1_000, 10_000),
-    "smoke": Size(0.3, 2, 16, 1, 200, 1_000),
+    "full": Size(5.0, 5, BATCH, 5, 5_000, 10_000, 1_000),
+    "quick": Size(2.0, 3, BATCH, 2, 1_000, 10_000, 300),
+    "smoke": Size(0.3, 2, 16, 1, 200, 1_000, 20),
 }
 
 
@@ -85,11 +95,20 @@ def random_obs(space: gym.Space, rng: np.random.Generator, n: int) -> dict | np.
     return one(space)
 
 
-def filled_buffer(space: gym.Space, transitions: int, episode_length: int = 100) -> ReplayBuffer:
+FROZEN_BACKBONES = ("efficientnet-lite0", "conv")
+
+
+def filled_buffer(
+    space: gym.Space,
+    transitions: int,
+    episode_length: int = 100,
+    frame_features: dict | None = None,
+) -> ReplayBuffer:
     """`transitions` random transitions in episodes of `episode_length`, added chunk-wise."""
     rng = np.random.default_rng(0)
+    episode_length = min(episode_length, transitions)
     episodes = transitions // episode_length
-    buffer = ReplayBuffer(space, ACTION_DIM, transitions + episodes)
+    buffer = ReplayBuffer(space, ACTION_DIM, transitions + episodes, frame_features=frame_features)
     for episode in range(episodes):
         frames = random_obs(space, rng, episode_length + 1)
 
@@ -195,6 +214,27 @@ def run(quick: bool, device: str, smoke: bool = False) -> dict[str, float | bool
     drq_sampler = UniformSampler(drq_buffer, size.drq_batch, seed=0)
     drq_rate = timed_calls(lambda: drq.update(drq_sampler.sample()), size.drq_calls)
 
+    frozen = {}
+    for backbone in FROZEN_BACKBONES:
+        cfg = SACConfig(encoder=EncoderConfig(backbone=backbone))
+        agent = SACAgent(cfg, pixels, ACTION_SPACE, device=device)
+        features = frame_features(agent)
+        start = time.perf_counter()
+        buffer = filled_buffer(pixels, size.frozen_buffer, frame_features=features)
+        frames = 2 * buffer.capacity  # every slot holds one frame per camera
+        ms_per_frame = (time.perf_counter() - start) / frames * 1e3
+        sampler = UniformSampler(buffer, BATCH, seed=0)
+        rates, state_rates = [], []
+        for _ in range(size.rounds):  # alternating with state SAC: a busy machine slows both
+            rates.append(rate(lambda a=agent, s=sampler: a.update(s.sample()), seconds))
+            state_rates.append(rate(ours_step, seconds))
+        frozen[f"frozen_{backbone}_updates_per_s"] = statistics.median(rates)
+        frozen[f"frozen_{backbone}_ratio_vs_state"] = statistics.median(
+            r / s for r, s in zip(rates, state_rates, strict=True)
+        )
+        frozen[f"frozen_{backbone}_ms_per_frame"] = ms_per_frame
+        frozen[f"frozen_{backbone}_bytes_per_transition"] = buffer.nbytes / buffer.capacity
+
     cameras = gym.spaces.Dict({k: pixels.spaces[k] for k in ("front", "wrist")})
     camera_buffer = filled_buffer(cameras, size.camera_buffer)
     # Every slot of the buffer is in use: frame storage divided by complete transitions.
@@ -208,6 +248,7 @@ def run(quick: bool, device: str, smoke: bool = False) -> dict[str, float | bool
         "ratio_vs_sb3": sac / peer,
         "rlpd_critic_updates_per_s": rlpd_calls * rlpd_cfg.utd,
         "drq_updates_per_s": drq_rate,
+        **frozen,
         "image_bytes_per_transition": frame_bytes,
         "image_bytes_ratio_to_one_obs": frame_bytes / one_obs_frames,
         "drq_batch": float(size.drq_batch),

@@ -31,6 +31,15 @@ def obs_batch_size(obs: Obs) -> int:
     return first.shape[0]
 
 
+def _all_finite(tensor: Tensor) -> bool:
+    """Whether no entry is NaN or Inf. One pass: a sum is NaN or Inf whenever an entry is
+    (about 3x cheaper than `isfinite().all()`, which writes a mask); a finite sum that
+    overflowed is told apart by the exact check, run only then."""
+    if bool(torch.isfinite(tensor.sum())):
+        return True
+    return bool(torch.isfinite(tensor).all())
+
+
 @dataclass
 class Batch:
     obs: Obs
@@ -76,7 +85,7 @@ class Batch:
                 continue
             items = value.items() if isinstance(value, dict) else [("", value)]
             for key, tensor in items:
-                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                if tensor.is_floating_point() and not _all_finite(tensor):
                     name = f"{f.name}[{key!r}]" if key else f.name
                     raise NonFiniteBatchError(
                         f"batch field {name} holds NaN or Inf; the update was skipped and no "

@@ -120,9 +120,19 @@ def test_nan_batch_is_rejected_before_any_parameter_changes():
     batch.next_obs[0, 0] = float("inf")
     with pytest.raises(NonFiniteBatchError, match="next_obs"):
         agent.update(batch)
+    batch = random_batch(8)
+    batch.obs[1, 2], batch.obs[2, 2] = float("inf"), float("-inf")  # their sum is NaN
+    with pytest.raises(NonFiniteBatchError, match="obs"):
+        agent.update(batch)
     after = params(agent.critic) + params(agent.actor)
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert agent.critic_steps == 0
+
+
+def test_finite_values_whose_sum_overflows_are_not_taken_for_inf():
+    batch = random_batch(8)
+    batch.obs[:, 0] = 3e38  # finite; their float32 sum is inf
+    batch.check_finite()
 
 
 def test_same_seed_gives_the_same_actions_and_losses():

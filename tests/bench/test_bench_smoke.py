@@ -57,6 +57,14 @@ def test_learner_smoke_runs_sb3_and_reports_the_ratio_of_its_own_figures(tmp_pat
         figures["image_bytes_ratio_to_one_obs"] * one_obs
     )
     assert "ratio_vs_sb3" in stdout and f"wrote {tmp_path / 'learner.json'}" in stdout
+    for backbone in ("efficientnet-lite0", "conv"):
+        names = [
+            f"frozen_{backbone}_{f}"
+            for f in ("updates_per_s", "ratio_vs_state", "ms_per_frame", "bytes_per_transition")
+        ]
+        assert_positive_finite(figures, names)  # fmt: skip
+        # Frames stay stored beside their features: more than the frames alone.
+        assert figures[f"frozen_{backbone}_bytes_per_transition"] > one_obs
 
 
 @pytest.mark.timeout(180)

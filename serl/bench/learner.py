@@ -5,7 +5,8 @@
   buffer of random transitions. Rounds alternate between the two so that a noisy machine
   slows both alike; the figure is the median over rounds.
 * `rlpd_critic_updates_per_s`: 10 LayerNorm critics, G = 20 critic steps per update call.
-* `drq_updates_per_s`: two 128x128x3 uint8 cameras plus a 7-D proprioception vector.
+* `drq_updates_per_s`: two 128x128x3 uint8 cameras plus a 7-D proprioception vector;
+  `drq_64_updates_per_s` the same at 64x64 (`sim:<Task>Pixels64-v0`).
 * `frozen_<backbone>_updates_per_s` (efficientnet-lite0, conv): the same two cameras through a
   frozen backbone whose features the buffer stored once per frame, so an update trains only
   the heads and MLPs; `frozen_<backbone>_ratio_vs_state` divides by `sac_updates_per_s` measured
@@ -213,6 +214,10 @@ def run(quick: bool, device: str, smoke: bool = False) -> dict[str, float | bool
     drq_buffer = filled_buffer(pixels, size.drq_buffer)
     drq_sampler = UniformSampler(drq_buffer, size.drq_batch, seed=0)
     drq_rate = timed_calls(lambda: drq.update(drq_sampler.sample()), size.drq_calls)
+    small = image_space(64)
+    drq_64 = SACAgent(SACConfig(batch_size=size.drq_batch), small, ACTION_SPACE, device=device)
+    small_sampler = UniformSampler(filled_buffer(small, size.drq_buffer), size.drq_batch, seed=0)
+    drq_64_rate = timed_calls(lambda: drq_64.update(small_sampler.sample()), size.drq_calls)
 
     frozen = {}
     for backbone in FROZEN_BACKBONES:
@@ -248,6 +253,7 @@ def run(quick: bool, device: str, smoke: bool = False) -> dict[str, float | bool
         "ratio_vs_sb3": sac / peer,
         "rlpd_critic_updates_per_s": rlpd_calls * rlpd_cfg.utd,
         "drq_updates_per_s": drq_rate,
+        "drq_64_updates_per_s": drq_64_rate,
         **frozen,
         "image_bytes_per_transition": frame_bytes,
         "image_bytes_ratio_to_one_obs": frame_bytes / one_obs_frames,

@@ -44,7 +44,8 @@ def test_learner_smoke_runs_sb3_and_reports_the_ratio_of_its_own_figures(tmp_pat
     assert_positive_finite(
         figures,
         ["sac_updates_per_s", "sb3_sac_updates_per_s", "ratio_vs_sb3",
-         "rlpd_critic_updates_per_s", "drq_updates_per_s", "image_bytes_per_transition"],
+         "rlpd_critic_updates_per_s", "drq_updates_per_s", "drq_64_updates_per_s",
+         "image_bytes_per_transition"],
     )  # fmt: skip
     assert figures["ratio_vs_sb3"] == pytest.approx(
         figures["sac_updates_per_s"] / figures["sb3_sac_updates_per_s"], rel=1e-12

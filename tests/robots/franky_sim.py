@@ -3,8 +3,9 @@
 franky-sim (a MuJoCo FR3 that speaks the libfranka network protocol) runs from its own
 environment (mujoco 4 and pin; the suite pins mujoco 3.3.7), made by
 `scripts/setup.sh ...,franky-sim` in `.venv-franky-sim` or `$SERL_FRANKY_SIM_VENV`. The robot
-server is the `serl` script, as on the robot PC, with ``--franka.realtime-config ignore`` (no
-PREEMPT_RT kernel here). franky-sim steps its physics in real time and idles at half a core,
+server is started as launch/README.md tells a user to: `launch/run_robot_server.sh` (which
+runs the venv's `serl` script) with ``--franka.realtime-config ignore`` (no PREEMPT_RT kernel
+here). franky-sim steps its physics in real time and idles at half a core,
 so a test module starts one with its server and stops both when the module is done.
 """
 
@@ -27,6 +28,8 @@ from serl.processes import child_env, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FRANKY_SIM_VENV = Path(os.environ.get("SERL_FRANKY_SIM_VENV", ROOT / ".venv-franky-sim"))
+SERL = str(Path(sys.executable).parent / "serl")
+"""The `serl` script of the venv running the tests."""
 START_TIMEOUT_S = 60.0
 
 
@@ -77,37 +80,46 @@ def run_franky_sim(log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         end_process(proc)
 
 
-def serl_robot_server(args: list[str], log_path: Path) -> subprocess.Popen:
-    """`serl robot-server ARGS` with its output in `log_path`."""
-    # The `serl` script, as on the robot PC; PYTHONPATH: this tree's robots/, wherever the
-    # venv's editable install points.
-    env = child_env() | {"PYTHONPATH": str(ROOT)}
+def spawn(
+    command: list[str], log_path: Path, settings: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """`command` with its output in `log_path` and `settings` (a launch script's SERL_*
+    variables) in its environment."""
+    # PYTHONPATH: this tree's packages first, wherever the venv's editable install points.
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = child_env() | {"PYTHONPATH": os.pathsep.join(path)} | (settings or {})
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [str(Path(sys.executable).parent / "serl"), "robot-server", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
+
+
+def serl_process(args: list[str], log_path: Path) -> subprocess.Popen:
+    """`serl ARGS` (the venv's `serl` script, as a user runs it) with its output in `log_path`."""
+    return spawn([SERL, *args], log_path)
 
 
 @contextlib.contextmanager
 def run_server(host: str, tmp: Path, config: dict) -> Iterator[str]:
     """`serl robot-server --backend franka` against the arm at `host`, with the server config
-    `config` (JSON fields); yields its endpoint. It must stop cleanly (exit 0) at the end."""
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    `config` (JSON fields), started by `launch/run_robot_server.sh` as launch/README.md says;
+    yields its endpoint. It must stop cleanly (exit 0) at the end."""
+    port = free_port()
     config_path = tmp / "server.json"
     config_path.write_text(json.dumps(config))
     log_path = tmp / "server.log"
-    args = [
-        *("--config", str(config_path), "--backend", "franka", "--endpoint", endpoint),
-        *("--franka.robot-ip", host, "--franka.realtime-config", "ignore"),
-    ]
-    proc = serl_robot_server(args, log_path)
+    settings = {
+        "SERL_ROBOT_BACKEND": "franka",
+        "SERL_ROBOT_IP": host,
+        "SERL_ROBOT_CONFIG": str(config_path),
+        "SERL_ROBOT_PORT": str(port),
+        "SERL": SERL,
+    }
+    script = [str(ROOT / "launch" / "run_robot_server.sh"), "--franka.realtime-config", "ignore"]
+    proc = spawn(script, log_path, settings)
     try:
         wait_for_log(log_path, r"listening on", proc, "the robot server")
-        yield endpoint
+        yield f"tcp://127.0.0.1:{port}"
     finally:
         code = end_process(proc, signal.SIGTERM)
         log = log_path.read_text(errors="replace")

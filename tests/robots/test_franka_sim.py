@@ -11,6 +11,7 @@ test starts from a reset, and counters are compared before and after.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -22,14 +23,27 @@ import numpy as np
 import pytest
 
 from robots.client import RobotClient, RobotServerError
+from robots.env import find_task
+from serl.agreement import env_spaces
+from serl.checkpoint import read_checkpoint
+from serl.data.datasets import load_dataset
+from serl.data.replay import ReplayBuffer
 from serl.processes import free_port
+from serl.transport.protocol import SOURCES
 from sim import panda
+from tests.learner_procs import (
+    Procs,
+    actor_config,
+    endpoints,
+    learner_config,
+    procs,  # noqa: F401 (fixture)
+)
 from tests.robots.conftest import keep_target
 from tests.robots.franky_sim import (
     end_process,
     run_franky_sim,
     run_server,
-    serl_robot_server,
+    serl_process,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -169,6 +183,89 @@ def test_reset_goes_to_a_named_pose_and_back_home(client: RobotClient) -> None:
         client.reset("nowhere")
 
 
+@pytest.fixture(scope="module")
+def reach_task(server: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped `franka-reach` task file, pointed at this module's server."""
+    task = json.loads(find_task("franka-reach").read_text()) | {"server": server}
+    path = tmp_path_factory.mktemp("task") / "franka-reach.json"
+    path.write_text(json.dumps(task))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demos(reach_task: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`serl record-demos --env robot:<franka-reach> --device expert --n 2`, as a user runs
+    it: the dataset directory and the command's output."""
+    tmp = tmp_path_factory.mktemp("demos")
+    args = ["record-demos", "--env", f"robot:{reach_task}", "--device", "expert", "--n", "2"]
+    proc = serl_process([*args, "--out", str(tmp / "reach")], tmp / "record-demos.log")
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        end_process(proc, signal.SIGKILL)
+    log = (tmp / "record-demos.log").read_text(errors="replace")
+    assert code == 0, log
+    return tmp / "reach", log
+
+
+def test_record_demos_with_the_expert_reaches_the_goal_and_loads_back(
+    demos: tuple[Path, str], reach_task: Path
+) -> None:
+    path, log = demos
+    task = json.loads(reach_task.read_text())
+    dataset = load_dataset(path)
+    assert "saved 2 episodes (2 successful)" in log
+    assert dataset.metadata["env_id"] == f"robot:{reach_task}"
+    assert [e.success for e in dataset.episodes] == [True, True]
+    for episode in dataset.episodes:
+        steps = len(episode)
+        assert 3 <= steps < task["max_episode_steps"]  # the goal is ~14 cm from home
+        assert episode.terminations[-1] and not episode.truncations.any()
+        assert episode.observations["state"].shape == (steps + 1, 14)
+        assert episode.actions.shape == (steps, 3) and np.abs(episode.actions).max() <= 1.0
+        np.testing.assert_array_equal(episode.rewards, [-1.0] * (steps - 1) + [0.0])
+        tcp = episode.observations["state"][-1, :3]
+        assert np.linalg.norm(tcp - task["goal_pos_m"]) <= task["goal_tolerance_m"]
+
+
+def test_an_actor_episode_on_the_franka_task_reaches_a_learner_fed_with_the_demos(
+    reach_task: Path,
+    demos: tuple[Path, str],
+    tmp_path: Path,
+    procs: Procs,  # noqa: F811 (fixture)
+) -> None:
+    # The rehearsal of the real-robot workflow: the learner makes the env only to read its
+    # spaces (no arm), takes the recorded demos as its prior data; the actor drives the arm
+    # through the server with the learner's policy (no random warm-up: it waits for weights).
+    env_id, steps = f"robot:{reach_task}", 10
+    run, ports = tmp_path / "run", endpoints()
+    learner = learner_config(
+        run, ports, env=env_id, prior_data=demos[0], min_buffer=steps, max_env_steps=steps,
+        utd_ratio=0.5,
+    )  # fmt: skip
+    procs.start("learner", "learner", learner)
+    actor = actor_config(
+        ports, "franka-0", env=env_id, random_steps=0, max_steps=steps, control_hz=0.0,
+        source="real",
+    )  # fmt: skip
+    procs.start("actor", "actor", actor)
+    assert procs.wait("actor", 90) == 0, procs.log("actor")
+    assert procs.wait("learner", 60) == 0, procs.log("learner")
+
+    prior = sum(len(e) for e in load_dataset(demos[0]).episodes)
+    assert f"prior data: {prior} transitions" in procs.log("learner")
+    header, _ = read_checkpoint(run / "checkpoint.safetensors")
+    meta = header["metadata"]
+    assert meta["counters"]["env_steps"] == steps
+    observation_space, action_space = env_spaces(env_id)
+    buffer = ReplayBuffer.load(run / meta["replay_file"], observation_space, action_space.shape[0])
+    tags = buffer.tags(np.flatnonzero(buffer._valid))
+    assert len(buffer) == steps
+    assert tags["t"].tolist() == list(range(steps)) and set(tags["episode_id"]) == {0}
+    assert set(tags["source"]) == {SOURCES.index("real")}
+    assert tags["policy_version"].min() >= 0  # acted with the learner's weights
+
+
 def test_server_refuses_to_start_when_no_arm_answers(tmp_path: Path) -> None:
     address = "127.45.67.89"
     with socket.socket() as probe:  # nothing may listen there (libfranka's port 1337)
@@ -178,7 +275,7 @@ def test_server_refuses_to_start_when_no_arm_answers(tmp_path: Path) -> None:
         *("--franka.robot-ip", address, "--franka.realtime-config", "ignore"),
     ]
     log_path = tmp_path / "server.log"
-    proc = serl_robot_server(args, log_path)
+    proc = serl_process(["robot-server", *args], log_path)
     try:
         assert proc.wait(timeout=60) == 2
     finally:

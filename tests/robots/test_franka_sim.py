@@ -3,10 +3,12 @@ libfranka) against franky-sim, a MuJoCo FR3 that speaks the libfranka network pr
 
 Real processes on loopback (tests/robots/franky_sim.py). What only this backend has: its
 driver's state, tracking of a 10 Hz stream, an e-stop preempting a running reset, gripper,
-named resets, compliance, a refused start and a lost connection. The server's safety rules
-are tested on this backend and the sim one by the same tests (test_server_safety.py). One
-franky-sim and one server serve the whole module (a start costs seconds on two cores); each
-test starts from a reset, and counters are compared before and after.
+named resets, compliance, a refused start and a lost connection; and the workflow a user
+rehearses on franky-sim (launch/README.md): `serl record-demos` on the `franka-reach` task, an
+actor feeding a learner, `serl bench robot-loop`. The server's safety rules are tested on this
+backend and the sim one by the same tests (test_server_safety.py). One franky-sim and one
+server serve the whole module (a start costs seconds on two cores); each test starts from a
+reset, and counters are compared before and after.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 from robots.client import RobotClient, RobotServerError
 from robots.env import find_task
 from serl.agreement import env_spaces
+from serl.bench import run_benchmark
 from serl.checkpoint import read_checkpoint
 from serl.data.datasets import load_dataset
 from serl.data.replay import ReplayBuffer
@@ -264,6 +267,24 @@ def test_an_actor_episode_on_the_franka_task_reaches_a_learner_fed_with_the_demo
     assert tags["t"].tolist() == list(range(steps)) and set(tags["episode_id"]) == {0}
     assert set(tags["source"]) == {SOURCES.index("real")}
     assert tags["policy_version"].min() >= 0  # acted with the learner's weights
+
+
+def test_bench_robot_loop_reports_jitter_and_motion_latency(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # `serl bench robot-loop --smoke` against the server (in this process: the command is
+    # `run_benchmark` behind the `serl.benchmarks` entry point): every figure is there and
+    # consistent; no speed threshold (smoke figures are not measurements).
+    out = tmp_path / "robot-loop.json"
+    assert run_benchmark("robot-loop", ["--smoke", "--endpoint", server, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert figures["smoke"] is True and figures["backend"] == "franka"
+    assert (figures["loop_periods"], figures["motion_trials"]) == (20, 3)
+    for name in ("jitter", "server_jitter", "round_trip", "motion_latency"):
+        p50, p99, worst = (figures[f"{name}_{stat}_ms"] for stat in ("p50", "p99", "max"))
+        assert 0.0 <= p50 <= p99 <= worst, name
+        assert f"{name}_p99_ms" in printed  # the table
 
 
 def test_server_refuses_to_start_when_no_arm_answers(tmp_path: Path) -> None:

@@ -119,9 +119,9 @@ def rest_at(client: RobotClient, target: np.ndarray, ticks: ControlTicks) -> np.
 def measure_latency(client: RobotClient, control_hz: float, trials: int) -> dict[str, float]:
     """Phase 2 (module docstring): command -> motion latency over `trials` steps."""
     ticks = ControlTicks(1.0 / control_hz)
-    home = client.get_state()["ee_pos"]
-    targets = [home, home + [STEP_M, 0.0, 0.0]]
-    rest = rest_at(client, home, ticks)
+    origin = client.get_state()["ee_pos"]  # where the arm stands: it steps from here and back
+    targets = [origin, origin + [STEP_M, 0.0, 0.0]]
+    rest = rest_at(client, origin, ticks)
     latencies = []
     for trial in range(trials):
         target = targets[(trial + 1) % 2]

@@ -167,6 +167,14 @@ def wait_for_count(client: RobotClient, key: str, count: int, timeout_s: float) 
     return time.monotonic()
 
 
+def wait_for_rest(client: RobotClient, timeout_s: float) -> None:
+    """Poll the state until the TCP is slower than 2 mm/s (an arm braking to a stop)."""
+    deadline = time.monotonic() + timeout_s
+    while np.linalg.norm(client.get_state()["ee_vel"][:3]) >= 2e-3:
+        assert time.monotonic() < deadline, f"the arm did not come to rest within {timeout_s} s"
+        time.sleep(0.02)
+
+
 def test_watchdog_holds_then_stops_when_commands_stop(client: RobotClient) -> None:
     safety = client.info()["safety"]
     before = stats(client)
@@ -212,7 +220,7 @@ def test_estop_works_while_another_client_streams_commands(
         estop_s = time.monotonic() - started
         refused = len(results)
         wait_for_count(client, "rejected:estopped", before.get("rejected:estopped", 0) + 5, 5.0)
-        time.sleep(0.3)  # the arm comes to rest
+        wait_for_rest(client, 3.0)
         assert_stays(client)
         state = client.get_state()
     finally:

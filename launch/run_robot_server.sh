@@ -3,9 +3,14 @@
 #
 #   SERL_ROBOT_BACKEND=franka SERL_ROBOT_IP=172.16.0.2 launch/run_robot_server.sh [more flags ...]
 #
+# A Franka simulated over the real protocol (franky-sim, see launch/README.md):
+#   SERL_ROBOT_BACKEND=franka SERL_ROBOT_IP=127.0.0.1 launch/run_robot_server.sh \
+#     --franka.realtime-config ignore
+#
 # Settings come from environment variables (defaults in brackets):
 #   SERL_ROBOT_BACKEND  sim, franka or ur [sim]
-#   SERL_ROBOT_IP       the arm's address (franka: FCI address; ur: control box) [backend default]
+#   SERL_ROBOT_IP       the arm's address (franka: FCI address, or the one franky-sim prints;
+#                       ur: control box) [backend default]
 #   SERL_ROBOT_CONFIG   server config JSON: safety limits, profiles, reset poses [none]
 #   SERL_ROBOT_BIND     address to bind [127.0.0.1: only clients on this PC]
 #   SERL_ROBOT_PORT     port [5560]

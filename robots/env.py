@@ -55,6 +55,31 @@ STATE_DIM = 14
 """ee_pos (3) + ee_quat (4) + gripper_width (1) + ee_vel (6)."""
 
 
+class ControlTicks:
+    """Fixed-rate control ticks: `wait` sleeps until the next tick (`period_s` after the
+    previous one) and returns how late it woke (s). An overrun of a whole period restarts the
+    schedule instead of rushing to catch up; a period of 0 never waits."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._tick = time.monotonic()
+
+    def restart(self) -> None:
+        """Count the next period from now (an episode start is not a control period)."""
+        self._tick = time.monotonic()
+
+    def wait(self) -> float:
+        if self.period_s == 0:
+            return 0.0
+        deadline = self._tick + self.period_s
+        now = time.monotonic()
+        if now < deadline:
+            time.sleep(deadline - now)
+        woke = time.monotonic()
+        self._tick = deadline if woke - deadline < self.period_s else woke
+        return max(0.0, woke - deadline)
+
+
 class RobotTaskError(ValueError):
     """A robot task config is missing or wrong; the message names the file and the field."""
 
@@ -211,8 +236,8 @@ class RobotEnv(gym.Env):
         self.cameras: dict[str, Camera] = {}
         self.period_s = 1.0 / cfg.control_hz if cfg.control_hz > 0 else 0.0
         self.jitter_s: list[float] = []
+        self._ticks = ControlTicks(self.period_s)
         self._t = 0
-        self._tick = time.monotonic()
         self._last_obs: dict[str, np.ndarray] | None = None
 
     def connect(self) -> None:
@@ -243,7 +268,7 @@ class RobotEnv(gym.Env):
         state = self.client.reset(self.cfg.reset_pose)
         self._t = 0
         self.jitter_s = []
-        self._tick = time.monotonic()
+        self._ticks.restart()
         obs = self._observation(state)
         return obs, {"success": False}
 
@@ -261,7 +286,8 @@ class RobotEnv(gym.Env):
         drot = action[3:6] * cfg.action_scale_rad if cfg.action_scale_rad > 0 else None
         grip = float(action[-1]) if cfg.gripper else None
         result = self.client.move_delta(action[:3] * cfg.action_scale_m, drot, grip)
-        jitter = self._wait_for_tick()
+        jitter = self._ticks.wait()
+        self.jitter_s.append(jitter)
         state = self.client.get_state()
         obs = self._observation(state)
         self._t += 1
@@ -304,21 +330,6 @@ class RobotEnv(gym.Env):
             self.client = None
 
     # ------------------------------------------------------------------ helpers
-    def _wait_for_tick(self) -> float:
-        """Sleep until the next control tick; how late the wake-up was (s)."""
-        if self.period_s == 0:
-            return 0.0
-        deadline = self._tick + self.period_s
-        now = time.monotonic()
-        if now < deadline:
-            time.sleep(deadline - now)
-        woke = time.monotonic()
-        jitter = max(0.0, woke - deadline)
-        # An overrun of a whole period restarts the schedule instead of rushing to catch up.
-        self._tick = deadline if woke - deadline < self.period_s else woke
-        self.jitter_s.append(jitter)
-        return jitter
-
     def _goal_reached(self, state: dict[str, np.ndarray]) -> bool:
         distance = np.linalg.norm(state["ee_pos"] - np.asarray(self.cfg.goal_pos_m))
         return bool(distance <= self.cfg.goal_tolerance_m)

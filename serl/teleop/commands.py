@@ -8,8 +8,9 @@ serl inspect-dataset demos/pick --random-return 0 --expert-return 1 --reference 
 The ``expert`` device is a program, not a person: ``--policy MODULE:FACTORY`` names a function
 ``FACTORY(env) -> policy`` (``policy(obs) -> action`` in the env's layout, with an optional
 ``policy.reset()`` called each episode). Without ``--policy``, a ``prefix:Name`` env id uses
-``<prefix>.experts:make_expert``, looked up at run time (``sim:`` ids get the simulator's
-scripted experts), so serl names no simulator package in its code.
+``make_expert`` of the ``experts`` module beside the module its prefix's `serl.envs` entry
+point names, looked up at run time (``sim:`` ids get ``sim.experts``, the simulator's scripted
+experts; ``robot:`` ids ``robots.experts``), so serl names no env package in its code.
 """
 
 from __future__ import annotations
@@ -79,8 +80,22 @@ class InspectDatasetConfig:
     """Episodes listed (the totals always cover all)."""
 
 
+def experts_module(prefix: str) -> str:
+    """Where the scripted experts of `prefix:` env ids live: the ``experts`` module beside the
+    module of the prefix's `serl.envs` entry point (``sim.registration`` -> ``sim.experts``,
+    ``robots.env`` -> ``robots.experts``); ``<prefix>.experts`` for a gymnasium
+    ``module:EnvName`` id, which no entry point names."""
+    from serl.envs import env_factories
+
+    entry = env_factories().get(prefix)
+    if entry is None:
+        return f"{prefix}.experts"
+    package = entry.module.rpartition(".")[0] or entry.module
+    return f"{package}.experts"
+
+
 def resolve_policy_factory(env_id: str, spec: str | None) -> Callable[[Any], Any]:
-    """`spec` ("module:function") or the env prefix's ``<prefix>.experts:make_expert``."""
+    """`spec` ("module:function") or ``make_expert`` of the env prefix's `experts_module`."""
     if spec is None:
         prefix, sep, _ = env_id.partition(":")
         if not sep:
@@ -88,7 +103,7 @@ def resolve_policy_factory(env_id: str, spec: str | None) -> Callable[[Any], Any
                 f"--device expert: {env_id!r} has no package prefix to find a scripted expert "
                 "in; pass --policy MODULE:FACTORY (FACTORY(env) -> policy(obs) -> action)"
             )
-        spec = f"{prefix}.experts:make_expert"
+        spec = f"{experts_module(prefix)}:make_expert"
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)

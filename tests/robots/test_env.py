@@ -137,7 +137,7 @@ def test_spaces_come_from_the_task_file_without_a_server(tmp_path) -> None:
 
 
 def test_shipped_task_files_load(tmp_path, monkeypatch) -> None:
-    for name in ("sim-reach", "franka-peg"):
+    for name in ("sim-reach", "franka-peg", "franka-reach"):
         cfg = load_task(find_task(name))
         assert cfg.control_hz == 10.0
     monkeypatch.setenv("SERL_ROBOT_TASKS", str(tmp_path))

@@ -1,14 +1,21 @@
-"""Safety enforced by a real robot server (sim backend, loopback ZeroMQ), checked on the state.
+"""Safety enforced by a real robot server, checked on the arm's measured state, on each backend.
 
-Commands go straight to the server over its socket, as any client could send them; the
-server's counters and the arm's measured state afterwards show what it did with them.
+Every test runs twice: on the `sim` backend (the MuJoCo Panda behind a server thread, its
+physics following the wall clock) and on the `franka` backend (`serl robot-server --backend
+franka` through franky and libfranka, against franky-sim; tests/robots/franky_sim.py). Commands
+go to the server over its socket, as any client could send them; the server's counters and
+the arm's measured state afterwards show what it did with them. Both arms move in real time,
+so the tests wait in commands or for a condition, never for a fixed time to pass.
+
+One server per backend serves the module (franky-sim takes seconds to start on two cores):
+each test starts from a reset to home and compares counters before and after.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -16,21 +23,65 @@ import pytest
 from robots.client import RobotClient, RobotServerError
 from robots.safety import quat_from_rotvec, quat_mul, rotation_difference
 from robots.server import RobotServer
+from tests.robots.conftest import keep_target, server_config, stats
+from tests.robots.franky_sim import franka_server
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(90)
 
-Server = Callable[..., RobotServer]
-Client = Callable[..., RobotClient]
-
-
-def stats(client: RobotClient) -> dict[str, int]:
-    return client.info()["stats"]
+SAFETY = {"watchdog_stop_s": 1.0}
+"""The default limits but a shorter watchdog stop, on both servers: the test waits for it."""
+NEAR_M = 1e-3
+"""A target counts as reached within 1 mm (franky-sim settles to 0.07 mm, the sim to less)."""
 
 
-def test_nan_command_is_rejected_counted_and_the_arm_holds(
-    make_server: Server, make_client: Client
-) -> None:
-    client = make_client(make_server().endpoint)
+@pytest.fixture(scope="module", params=["sim", "franka"])
+def endpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The endpoint of a robot server of each backend, with the `SAFETY` limits."""
+    if request.param == "sim":
+        server = RobotServer(server_config(realtime=True, **SAFETY)).start()
+        try:
+            yield server.endpoint
+        finally:
+            server.close()
+    else:
+        with franka_server(tmp_path_factory.mktemp("franka"), {"safety": SAFETY}) as address:
+            yield address
+
+
+@pytest.fixture
+def client(endpoint: str) -> Iterator[RobotClient]:
+    """A client of the module's server, the arm at home and not e-stopped."""
+    with RobotClient(endpoint, timeout_s=10.0) as c:
+        c.release_estop()  # a no-op unless an earlier test left the arm e-stopped
+        c.reset("home")
+        yield c
+
+
+def increase(before: dict[str, int], after: dict[str, int], key: str) -> int:
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def near(goal: np.ndarray) -> Callable:
+    """A `keep_target` condition: the TCP within `NEAR_M` of `goal`."""
+    return lambda result: np.linalg.norm(result.state["ee_pos"] - goal) < NEAR_M
+
+
+def turned_to(goal: np.ndarray, tolerance_rad: float = 5e-3) -> Callable:
+    """A `keep_target` condition: the TCP's orientation within `tolerance_rad` of `goal`."""
+    return lambda r: np.linalg.norm(rotation_difference(r.state["ee_quat"], goal)) < tolerance_rad
+
+
+def assert_stays(client: RobotClient, seconds: float = 0.3, atol_m: float = 1e-3) -> None:
+    """The arm does not move over `seconds` (observed, not waited for)."""
+    position = client.get_state()["ee_pos"]
+    time.sleep(seconds)
+    np.testing.assert_allclose(client.get_state()["ee_pos"], position, atol=atol_m)
+
+
+def test_nan_command_is_rejected_counted_and_the_arm_holds(client: RobotClient) -> None:
+    before_stats = stats(client)
     before = client.get_state()["ee_pos"]
     for dpos, drot, grip in [
         ([np.nan, 0, 0], None, None),
@@ -39,120 +90,147 @@ def test_nan_command_is_rejected_counted_and_the_arm_holds(
     ]:
         result = client.move_delta(dpos, drot, grip)
         assert not result.accepted and result.reason == "nonfinite"
-    after = client.get_state()["ee_pos"]
-    np.testing.assert_allclose(after, before, atol=1e-3)
-    assert stats(client)["rejected:nonfinite"] == 3
+    time.sleep(0.3)  # an accepted 1 cm step would have moved the arm by now
+    np.testing.assert_allclose(client.get_state()["ee_pos"], before, atol=1e-3)
+    assert increase(before_stats, stats(client), "rejected:nonfinite") == 3
 
 
-def test_target_outside_the_box_is_clamped_into_it(
-    make_server: Server, make_client: Client
-) -> None:
-    server = make_server(max_step_m=1.0, max_speed_mps=100.0)
-    client = make_client(server.endpoint)
-    high_z = server.cfg.safety.workspace_high_m[2]
-    for _ in range(15):
-        result = client.move_to([0.5, 0.0, 2.0])
-    assert "workspace" in result.clamped
-    z = result.state["ee_pos"][2]
-    assert z == pytest.approx(high_z, abs=0.01)  # settled on the box's top face, not at 2 m
-    assert stats(client)["clamped:workspace"] == 15
+def test_target_outside_the_box_is_clamped_onto_its_face(client: RobotClient) -> None:
+    high_z = client.info()["safety"]["workspace_high_m"][2]
+    before = stats(client)
+    # 2 cm steps (max_step_m) up to the box's top face, asked for until the arm is there
+    x = client.get_state()["ee_pos"][0]
+    result, sent = keep_target(
+        client, [x, 0.0, 2.0], reached=lambda r: abs(r.state["ee_pos"][2] - high_z) < NEAR_M
+    )
+    assert result.accepted and "workspace" in result.clamped
+    assert result.state["ee_pos"][2] == pytest.approx(high_z, abs=2e-3)  # on the face, not at 2 m
+    assert increase(before, stats(client), "clamped:workspace") == sent  # every command clamped
 
 
-def test_too_large_step_is_clamped_to_max_step(make_server: Server, make_client: Client) -> None:
-    server = make_server(max_step_m=0.02)
-    client = make_client(server.endpoint)
+def test_too_large_step_is_clamped_to_max_step(client: RobotClient) -> None:
+    max_step_m = client.info()["safety"]["max_step_m"]
     start = client.get_state()["ee_pos"]
+    before = stats(client)
     result = client.move_delta([0.2, 0.0, 0.0])
     assert result.accepted and result.clamped == ("step_m",)
-    for _ in range(5):  # hold the clamped target: re-send a zero step from where the arm is
-        result = client.move_to(start + [0.02, 0.0, 0.0])
+    goal = start + [max_step_m, 0.0, 0.0]  # keep the clamped target until it is reached
+    result, _ = keep_target(client, goal, reached=near(goal))
     moved = result.state["ee_pos"] - start
-    assert moved[0] == pytest.approx(0.02, abs=0.004)
-    assert stats(client)["clamped:step_m"] == 1
+    assert moved[0] == pytest.approx(max_step_m, abs=2e-3)  # 2 cm of the 20 asked
+    assert increase(before, stats(client), "clamped:step_m") == 1
 
 
-def test_rotation_across_plus_minus_pi_is_a_small_step_not_a_spin(
-    make_server: Server, make_client: Client
-) -> None:
+def test_fast_steps_are_clamped_by_the_speed_limit(client: RobotClient) -> None:
+    safety = client.info()["safety"]
+    before = stats(client)
+    start = client.move_delta([0.0, 0.0, 0.0]).state["ee_pos"]
+    result = client.move_delta([0.0, safety["max_step_m"], 0.0])  # at once, not 0.1 s later
+    assert result.accepted and "speed_mps" in result.clamped
+    assert increase(before, stats(client), "clamped:speed_mps") == 1
+    for _ in range(3):  # zero steps: the arm goes no further than the clamped step
+        time.sleep(0.1)
+        state = client.move_delta([0.0, 0.0, 0.0]).state
+    assert state["ee_pos"][1] - start[1] < 0.5 * safety["max_step_m"]
+
+
+def test_rotation_across_plus_minus_pi_is_a_small_step_not_a_spin(client: RobotClient) -> None:
     # The hand points down (roll = pi): 0.05 rad more about x crosses to roll = -pi + 0.05.
-    client = make_client(make_server(max_step_rad=0.1).endpoint)
+    before = stats(client)
     state = client.get_state()
     target = quat_mul(quat_from_rotvec([0.05, 0.0, 0.0]), state["ee_quat"])
-    for _ in range(6):
-        result = client.move_to(state["ee_pos"], target)
-        assert result.accepted and "step_rad" not in result.clamped
-    error = rotation_difference(result.state["ee_quat"], target)
-    assert np.linalg.norm(error) < 0.02
-    assert stats(client).get("clamped:step_rad", 0) == 0
+    result, _ = keep_target(client, state["ee_pos"], target, reached=turned_to(target))
+    assert result.accepted and "step_rad" not in result.clamped
+    assert np.linalg.norm(rotation_difference(result.state["ee_quat"], target)) < 0.01
+    assert increase(before, stats(client), "clamped:step_rad") == 0
 
 
-def test_large_rotation_is_clamped_to_max_step_rad(
-    make_server: Server, make_client: Client
-) -> None:
-    client = make_client(make_server(max_step_rad=0.1).endpoint)
+def test_large_rotation_is_clamped_to_max_step_rad(client: RobotClient) -> None:
+    max_step_rad = client.info()["safety"]["max_step_rad"]
     start = client.get_state()
     result = client.move_delta([0.0, 0.0, 0.0], [0.0, 0.0, 2.5])
-    assert result.clamped == ("step_rad",)
-    for _ in range(5):
-        result = client.move_delta([0.0, 0.0, 0.0])  # keep position; orientation target held
+    assert result.accepted and result.clamped == ("step_rad",)
+    clamped = quat_mul(quat_from_rotvec([0.0, 0.0, max_step_rad]), start["ee_quat"])
+    # keep the clamped target (zero deltas would re-aim at the measured pose) until reached
+    result, _ = keep_target(client, start["ee_pos"], clamped, reached=turned_to(clamped))
+    assert result.accepted and result.clamped == ()
     turned = np.linalg.norm(rotation_difference(start["ee_quat"], result.state["ee_quat"]))
-    assert turned < 0.13
+    assert turned == pytest.approx(max_step_rad, abs=0.01)  # 0.1 rad of the 2.5 asked
 
 
-def test_watchdog_holds_within_its_timeout_when_commands_stop(
-    make_server: Server, make_client: Client
-) -> None:
-    server = make_server(realtime=True, watchdog_timeout_s=0.3, watchdog_stop_s=0.8)
-    client = make_client(server.endpoint)
+def wait_for_count(client: RobotClient, key: str, count: int, timeout_s: float) -> float:
+    """Poll the server's counter `key` until it reaches `count`; when it did (monotonic s)."""
+    deadline = time.monotonic() + timeout_s
+    while stats(client).get(key, 0) < count:
+        assert time.monotonic() < deadline, f"{key} did not reach {count} within {timeout_s} s"
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def wait_for_rest(client: RobotClient, timeout_s: float) -> None:
+    """Poll the state until the TCP is slower than 2 mm/s (an arm braking to a stop)."""
+    deadline = time.monotonic() + timeout_s
+    while np.linalg.norm(client.get_state()["ee_vel"][:3]) >= 2e-3:
+        assert time.monotonic() < deadline, f"the arm did not come to rest within {timeout_s} s"
+        time.sleep(0.02)
+
+
+def test_watchdog_holds_then_stops_when_commands_stop(client: RobotClient) -> None:
+    safety = client.info()["safety"]
+    before = stats(client)
     for _ in range(3):
         time.sleep(0.1)
         assert not client.move_delta([0.01, 0.0, 0.0]).state["held"]
         last_command = time.monotonic()
-    while not client.get_state()["held"]:
-        assert time.monotonic() - last_command < 1.5, "the watchdog did not hold within 1.5 s"
-        time.sleep(0.02)
-    held_after = time.monotonic() - last_command
-    assert held_after >= 0.25  # not before its timeout
-    time.sleep(1.0)
-    counters = stats(client)
-    assert counters["watchdog:hold"] == 1 and counters["watchdog:stop"] == 1
-    assert not client.move_delta([0.0, 0.0, 0.01]).state["held"]  # a new command resumes
+    held = wait_for_count(client, "watchdog:hold", before.get("watchdog:hold", 0) + 1, 1.5)
+    assert client.get_state()["held"]
+    assert held - last_command >= 0.9 * safety["watchdog_timeout_s"]  # not before its timeout
+    stopped = wait_for_count(client, "watchdog:stop", before.get("watchdog:stop", 0) + 1, 3.0)
+    assert stopped - last_command >= 0.9 * safety["watchdog_stop_s"]
+    after = stats(client)
+    for key in ("watchdog:hold", "watchdog:stop"):
+        assert increase(before, after, key) == 1
+    assert increase(before, after, "backend_errors") == 0
+    assert_stays(client, atol_m=5e-4)
+    result = client.move_delta([0.0, 0.0, 0.01])  # a new command resumes
+    assert result.accepted and not result.state["held"]
 
 
 def test_estop_works_while_another_client_streams_commands(
-    make_server: Server, make_client: Client
+    client: RobotClient, endpoint: str
 ) -> None:
-    server = make_server(realtime=True)
-    streamer, button = make_client(server.endpoint), make_client(server.endpoint)
     results: list[bool] = []
+    streaming = threading.Event()
     stop = threading.Event()
 
-    def stream() -> None:
-        while not stop.is_set():
-            results.append(streamer.move_delta([0.0, 0.005, 0.0]).accepted)
+    def stream() -> None:  # as fast as the server answers
+        with RobotClient(endpoint, timeout_s=10.0) as streamer:
+            while not stop.is_set():
+                results.append(streamer.move_delta([0.0, 0.005, 0.0]).accepted)
+                if sum(results) >= 10:
+                    streaming.set()
 
     thread = threading.Thread(target=stream)
     thread.start()
     try:
-        time.sleep(0.3)
+        assert streaming.wait(10.0), "the streamer's commands were not accepted"
+        before = stats(client)
         started = time.monotonic()
-        button.estop()
+        client.estop()
         estop_s = time.monotonic() - started
-        accepted_before = sum(results)
-        time.sleep(0.3)
-        position = button.get_state()["ee_pos"]
-        time.sleep(0.3)
-        state = button.get_state()
+        refused = len(results)
+        wait_for_count(client, "rejected:estopped", before.get("rejected:estopped", 0) + 5, 5.0)
+        wait_for_rest(client, 3.0)
+        assert_stays(client)
+        state = client.get_state()
     finally:
         stop.set()
         thread.join(timeout=10)
-    assert accepted_before > 0 and estop_s < 1.0
-    assert state["estopped"]
-    assert not any(results[-5:])  # the streamer's commands are refused now
-    np.testing.assert_allclose(state["ee_pos"], position, atol=2e-3)  # and the arm stays
-    assert stats(button)["rejected:estopped"] >= 5
-    button.release_estop()
-    assert streamer.move_delta([0.0, 0.0, 0.005]).accepted
+    assert estop_s < 1.0 and state["estopped"]
+    assert not any(results[refused + 1 :])  # the streamer's commands are refused now
+    client.release_estop()
+    time.sleep(0.1)
+    assert client.move_delta([0.0, 0.0, 0.005]).accepted
 
 
 @pytest.mark.parametrize(
@@ -164,25 +242,29 @@ def test_estop_works_while_another_client_streams_commands(
     ],
 )
 def test_a_reset_to_a_joint_vector_outside_the_workspace_is_refused_and_the_arm_stays(
-    make_server: Server, make_client: Client, dq: list[float]
+    client: RobotClient, dq: list[float]
 ) -> None:
-    server = make_server()
-    client = make_client(server.endpoint)
-    home = client.reset("home")["q"]
-    before = client.get_state()["ee_pos"]
+    home = client.get_state()["q"]
+    before = stats(client)
     with pytest.raises(RobotServerError, match=r"bad_pose.*outside the workspace box"):
         client.reset(home + np.array(dq))  # inside the joint limits, outside the box
-    np.testing.assert_allclose(client.get_state()["ee_pos"], before, atol=1e-6)
-    assert stats(client)["rejected:reset_pose"] == 1
-    inside = client.reset(home + np.array([0, 0.9, 0, 0.6, 0, 0, 0]))  # TCP (0.627, 0, 0.161)
-    assert np.all(inside["ee_pos"] >= server.safety.low) and np.all(
-        inside["ee_pos"] <= server.safety.high
-    )
+    assert_stays(client, atol_m=5e-4)
+    assert increase(before, stats(client), "rejected:reset_pose") == 1
+
+
+def test_a_reset_to_a_joint_vector_inside_the_workspace_goes_there(client: RobotClient) -> None:
+    safety = client.info()["safety"]
+    q = client.get_state()["q"] + np.array([0, 0.9, 0, 0.6, 0, 0, 0])  # TCP (0.627, 0, 0.161)
+    state = client.reset(q)
+    np.testing.assert_allclose(state["q"], q, atol=0.02)
+    assert np.all(state["ee_pos"] >= safety["workspace_low_m"])
+    assert np.all(state["ee_pos"] <= safety["workspace_high_m"])
 
 
 def test_a_backend_without_kinematics_takes_only_named_poses(
-    make_server: Server, make_client: Client
+    make_server: Callable[..., RobotServer], make_client: Callable[..., RobotClient]
 ) -> None:
+    # sim only: a backend's kinematic model is replaced in the server's own process
     server = make_server()
     server.backend.tcp_position = lambda q: None  # as a backend with no kinematic model
     client = make_client(server.endpoint)

@@ -1,7 +1,7 @@
 """`serl record-rewards` and `serl train-reward`: label frames, then train the classifier.
 
 serl record-rewards --env sim:PandaReachPixels-v0 --label info --out data/reward_frames.npz
-serl record-rewards --env robot:franka-peg --label key --views wrist --out data/peg.npz
+serl record-rewards --env robot:franka-peg --label key --actions zero --views wrist --out peg.npz
 serl record-rewards --add data/reach_px.npz --out data/all.npz      # frames from a dataset
 serl train-reward data/all.npz --classifier.views front wrist --out runs/reward
 """
@@ -9,10 +9,14 @@ serl train-reward data/all.npz --classifier.views front wrist --out runs/reward
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import gymnasium as gym
+import numpy as np
 import tyro
 
 from serl.cli import command
@@ -21,6 +25,7 @@ from serl.rewards.dataset import FrameSet, balance_warning, concatenate, load_fr
 from serl.rewards.model import ClassifierConfig, save_classifier
 from serl.rewards.record import TerminalKeys, info_success, record
 from serl.rewards.train import RewardTrainConfig, train_classifier, write_report
+from serl.teleop.commands import resolve_policy_factory
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,12 @@ class RecordConfig:
     """Episodes to record."""
     label: Literal["key", "info"] = "key"
     """Label source: the space key in this terminal, or the env's info["success"] (sim)."""
-    actions: Literal["random", "zero"] = "random"
-    """Actions sent while recording (a teleop layer moves a real robot itself)."""
+    actions: Literal["auto", "expert", "random", "zero"] = "auto"
+    """Actions sent while recording: the env's scripted expert plus --noise-std Gaussian noise
+    (as `serl record-demos --device expert` finds it), uniform random, or zero (the arm holds
+    while a person arranges the scene). auto: expert with --label info, else random."""
+    noise_std: float = 0.3
+    """Std of the Gaussian noise added to the expert's actions (in [-1, 1] units)."""
     views: tuple[str, ...] = ("front",)
     """Camera keys of the observation to record ("render" takes env.render())."""
     image_size: int = 64
@@ -45,6 +54,48 @@ class RecordConfig:
     """Frame sets or episode datasets (sim.collect layout) whose frames are added."""
     seed: int = 0
     """Seed of the first episode's reset."""
+
+
+def _action_source(cfg: RecordConfig, env: gym.Env) -> Callable[[Any], np.ndarray]:
+    """The policy that moves the env while frames are recorded (see `RecordConfig.actions`)."""
+    actions = cfg.actions
+    space = env.action_space
+    if actions == "auto" and cfg.label == "info":
+        try:
+            return _action_source(dataclasses.replace(cfg, actions="expert"), env)
+        except ValueError as exc:
+            print(f"no scripted expert ({exc}); recording random actions")
+    if actions == "auto":
+        actions = "random"
+    if actions == "random":
+        return lambda obs: space.sample()
+    if actions == "zero":
+        zero = np.zeros(space.shape, space.dtype)
+        return lambda obs: zero
+    try:
+        expert = resolve_policy_factory(cfg.env or "", None)(env)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"--actions expert: {exc}; use --actions random or zero") from exc
+    return NoisyExpert(expert, space, cfg.noise_std, cfg.seed)
+
+
+class NoisyExpert:
+    """A scripted expert's action plus Gaussian noise, clipped to the action space: it reaches
+    the goal in most episodes (positive frames) by paths that vary (negative frames)."""
+
+    def __init__(self, expert: Callable[[Any], Any], space: Any, noise_std: float, seed: int):
+        self.expert, self.space, self.noise_std = expert, space, noise_std
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        """Restart the expert's episode phase (`record` calls it after every env.reset)."""
+        if (reset := getattr(self.expert, "reset", None)) is not None:
+            reset()
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        noise = self.rng.normal(0.0, self.noise_std, self.space.shape)
+        action = np.clip(np.asarray(self.expert(obs)) + noise, self.space.low, self.space.high)
+        return action.astype(self.space.dtype)
 
 
 @command("record-rewards", "record success-labelled frames for a reward classifier")
@@ -56,10 +107,11 @@ def _record_rewards(args: list[str]) -> int:
     sets += [load_frames(path, cfg.views, cfg.image_size) for path in cfg.add]
     if cfg.env is not None:
         env = make_env(cfg.env, render_mode="rgb_array" if "render" in cfg.views else None)
-        zero = env.action_space.sample() * 0
-
-        def act(obs: object) -> object:
-            return env.action_space.sample() if cfg.actions == "random" else zero
+        try:
+            act = _action_source(cfg, env)
+        except ValueError as exc:
+            print(f"error: {exc}")
+            return 2
 
         labeller = TerminalKeys() if cfg.label == "key" else contextlib.nullcontext(info_success)
         if cfg.label == "key":

@@ -102,11 +102,14 @@ def record(
     seed: int = 0,
     progress: bool = False,
 ) -> FrameSet:
-    """Run `episodes` seeded episodes with `act`, labelling every frame with `label`."""
+    """Run `episodes` seeded episodes with `act`, labelling every frame with `label`; an `act`
+    with a ``reset()`` method (a scripted expert's episode phase) is reset after each reset."""
     frames: dict[str, list[np.ndarray]] = {v: [] for v in views}
     labels, episode_ids = [], []
     for episode in tqdm(range(episodes), disable=not progress, unit="episode"):
         obs, info = env.reset(seed=seed + episode)
+        if (reset := getattr(act, "reset", None)) is not None:
+            reset()
         done = False
         while True:
             for view, frame in read_frames(env, obs, views, size).items():

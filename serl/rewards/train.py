@@ -77,6 +77,23 @@ def _batch(data: FrameSet, index: np.ndarray, device: str) -> dict[str, torch.Te
     return {v: torch.as_tensor(f[index], device=device) for v, f in data.frames.items()}
 
 
+def check_class_balance(data: FrameSet, train: FrameSet, val: FrameSet) -> None:
+    """Refuse, before any training, a split that lacks a class on either side: training needs
+    both, and calibrating the threshold needs positives (and negatives) it has not trained on."""
+    (train_pos, train_neg), (val_pos, val_neg) = train.counts(), val.counts()
+    if train_pos and train_neg and val_pos and val_neg:
+        return
+    positives, negatives = data.counts()
+    successful = len(np.unique(data.episodes[data.labels]))
+    raise ValueError(
+        f"{positives} positive frames (in {successful} episodes) and {negatives} negatives split "
+        f"by episode into train {train_pos}+/{train_neg}- and validation {val_pos}+/{val_neg}-; "
+        "both splits need both classes, so record more episodes that succeed (sim: `serl "
+        "record-rewards --label info` drives the scripted expert; robot: hold SPACE with "
+        "--label key while the task is solved) into the same --out, which adds to it"
+    )
+
+
 def train_classifier(data: FrameSet, cfg: RewardTrainConfig) -> TrainedClassifier:
     if set(data.views) != set(cfg.classifier.views):
         raise ValueError(
@@ -85,12 +102,8 @@ def train_classifier(data: FrameSet, cfg: RewardTrainConfig) -> TrainedClassifie
     if warning := balance_warning(*data.counts()):
         logger.warning(warning)
     train, val = data.split(cfg.val_fraction, cfg.seed)
+    check_class_balance(data, train, val)
     positives, negatives = train.counts()
-    if not positives or not negatives:
-        raise ValueError(
-            f"the training split has {positives} positives and {negatives} negatives; both "
-            "classes are needed — record more episodes"
-        )
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model = RewardClassifier(cfg.classifier)

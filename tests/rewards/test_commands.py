@@ -69,3 +69,29 @@ def test_replay_buffer_frames_are_labelled_by_their_terminal_transition(tmp_path
     data = load_frames(tmp_path / "buffer.npz", ("cam",), 16)
     assert data.frames["cam"][:, 0, 0, 0].tolist() == [1, 2, 3]
     assert data.labels.tolist() == [False, False, True]
+
+
+def test_train_reward_refuses_a_split_without_positives_before_training(tmp_path, capsys):
+    labels = np.zeros(100, bool)
+    labels[4] = True  # one success, in episode 0: the validation split cannot get one
+    FrameSet({"cam": np.zeros((100, 16, 16, 3), np.uint8)}, labels, np.arange(100) // 10).save(
+        tmp_path / "f.npz"
+    )
+    # 10^6 epochs would run for hours: returning at once shows nothing was trained.
+    code = main(["train-reward", str(tmp_path / "f.npz"), "--out", str(tmp_path / "run"),
+                 "--train.classifier.views", "cam", "--train.classifier.image-size", "16",
+                 "--train.epochs", "1000000", "--train.no-progress"])  # fmt: skip
+    assert code == 2
+    out = capsys.readouterr().out
+    assert "error: 1 positive frames (in 1 episodes) and 99 negatives" in out
+    assert "validation 0+/" in out and "record more episodes that succeed" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_record_rewards_in_sim_records_both_classes_by_default(tmp_path, capsys):
+    out = tmp_path / "frames.npz"
+    code = main(["record-rewards", "--env", "sim:PandaReachPixels-v0", "--label", "info",
+                 "--episodes", "3", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    positives, negatives = load_frames(out, ("front",), 64).counts()
+    assert positives >= 3 and negatives > 0  # the noisy expert succeeds in every episode

@@ -16,13 +16,14 @@
 #   SERL_CONTROL_HZ    fixed control rate [10]
 #   SERL_SOURCE        transition tag: real, sim or online [real]
 #   SERL_SPILL_DIR     where chunks spill when the learner is unreachable [spill]
-#   SERL               the serl command [serl]
+#   SERL               the serl command [../.venv/bin/serl beside this folder, else serl on PATH]
 set -euo pipefail
+# shellcheck source=launch/serl_command.sh
+source "$(dirname "${BASH_SOURCE[0]}")/serl_command.sh"
 
 host="${SERL_LEARNER_HOST:?set SERL_LEARNER_HOST to the host name or address of the GPU PC}"
 keys="${SERL_KEYS:-keys}"
 key_name="${SERL_KEY_NAME:-actor}"
-serl="${SERL:-serl}"
 
 args=(actor
   --learner-host "${host}"

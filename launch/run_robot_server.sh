@@ -16,13 +16,14 @@
 #   SERL_ROBOT_PORT     port [5560]
 #   SERL_KEYS           CURVE key directory with server.key_secret and authorized/ [keys]
 #   SERL_INSECURE       1: bind a non-loopback address without keys [0]
-#   SERL                the serl command [serl]
+#   SERL                the serl command [../.venv/bin/serl beside this folder, else on PATH]
 set -euo pipefail
+# shellcheck source=launch/serl_command.sh
+source "$(dirname "${BASH_SOURCE[0]}")/serl_command.sh"
 
 backend="${SERL_ROBOT_BACKEND:-sim}"
 bind="${SERL_ROBOT_BIND:-127.0.0.1}"
 keys="${SERL_KEYS:-keys}"
-serl="${SERL:-serl}"
 
 # --config is read first and the flags after override it, wherever it stands.
 args=(robot-server --backend "${backend}" --endpoint "tcp://${bind}:${SERL_ROBOT_PORT:-5560}")

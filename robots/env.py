@@ -345,9 +345,18 @@ class RobotEnv(gym.Env):
         return obs
 
 
-def make(name: str, render_mode: str | None = None, **overrides: Any) -> gym.Env:
-    """The env of robot task `name` (`serl.envs` entry point for ``robot:<name>`` ids)."""
+def make(
+    name: str, render_mode: str | None = None, task_classifier: bool = True, **overrides: Any
+) -> gym.Env:
+    """The env of robot task `name` (`serl.envs` entry point for ``robot:<name>`` ids).
+
+    `task_classifier` False leaves out the classifier a ``"reward": "classifier"`` task names:
+    `serl.rewards.make_classified_env` passes it when `--reward.checkpoint` gives another one,
+    which then replaces the task's instead of being applied on top of it.
+    """
     cfg = load_task(find_task(name), **overrides)
+    if not task_classifier and cfg.reward == "classifier":
+        cfg = replace(cfg, reward="none", classifier=None)
     env: gym.Env = RobotEnv(cfg, render_mode=render_mode)
     if cfg.reward == "classifier":
         from serl.rewards.wrapper import ClassifierReward

@@ -15,6 +15,7 @@ setting MUJOCO_GL.
 from __future__ import annotations
 
 import importlib
+import inspect
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -30,6 +31,16 @@ class UnknownEnvError(ValueError):
 
 def env_factories() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group="serl.envs")}
+
+
+def env_factory_parameters(env_id: str) -> tuple[str, ...]:
+    """The parameter names of the `serl.envs` factory that makes a ``prefix:name`` id (empty
+    for ids that `gymnasium.make` handles); imports the factory's module, makes nothing."""
+    prefix, sep, _ = env_id.partition(":")
+    entry = env_factories().get(prefix) if sep else None
+    if entry is None:
+        return ()
+    return tuple(inspect.signature(entry.load()).parameters)
 
 
 def make_env(env_id: str, *, render_mode: str | None = None, **kwargs: Any) -> gym.Env:

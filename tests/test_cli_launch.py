@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def test_shell_scripts_are_shellcheck_clean() -> None:
 @pytest.mark.parametrize(
     ("script", "env", "message"),
     [
-        ("run_learner.sh", {}, "server.key_secret not found; run 'false keys generate"),
+        ("run_learner.sh", {}, "server.key_secret (not found); run 'false keys generate"),
         ("run_actor.sh", {"SERL_LEARNER_HOST": "gpu"}, "server.key not found; copy server.key"),
         ("run_actor.sh", {}, "set SERL_LEARNER_HOST"),
     ],
@@ -53,3 +54,39 @@ def test_launch_scripts_fail_closed_without_keys(
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def checkout_with_venv_serl(tmp_path: Path) -> Path:
+    """A copy of launch/ beside a .venv/bin/serl that is this test run's serl command."""
+    shutil.copytree(LAUNCH, tmp_path / "launch")
+    (tmp_path / ".venv/bin").mkdir(parents=True)
+    (tmp_path / ".venv/bin/serl").symlink_to(Path(sys.executable).parent / "serl")
+    return tmp_path / "launch"
+
+
+@pytest.mark.parametrize(
+    ("script", "env"),
+    [
+        ("run_learner.sh", {"SERL_BIND": "127.0.0.1"}),  # loopback: no keys needed
+        ("run_actor.sh", {"SERL_LEARNER_HOST": "gpu", "SERL_INSECURE": "1"}),
+    ],
+)
+def test_launch_scripts_find_the_checkouts_venv_serl_when_path_has_none(
+    tmp_path: Path, script: str, env: dict[str, str]
+) -> None:
+    launch = checkout_with_venv_serl(tmp_path)
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SERL_DEVICE": "cpu", **env}
+    assert shutil.which("serl", path=environment["PATH"]) is None
+    result = subprocess.run([str(launch / script), "--help"], capture_output=True, text=True,
+                            env=environment, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"usage: serl {script[4:-3]}" in result.stdout
+
+
+def test_launch_script_without_any_serl_says_where_it_looked(tmp_path: Path) -> None:
+    shutil.copytree(LAUNCH, tmp_path / "launch")
+    environment = {"PATH": "/usr/bin:/bin", "SERL_LEARNER_HOST": "gpu", "SERL_INSECURE": "1"}
+    result = subprocess.run([str(tmp_path / "launch/run_actor.sh")], capture_output=True,
+                            text=True, env=environment, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    assert f"error: no serl command: not {tmp_path}/.venv/bin/serl" in result.stderr

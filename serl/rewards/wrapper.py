@@ -27,7 +27,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from serl.envs import make_env
+from serl.envs import env_factory_parameters, make_env
 from serl.rewards.calibrate import ConsecutiveRule
 from serl.rewards.model import LoadedClassifier, load_classifier
 from serl.rewards.record import RENDER_VIEW, read_frames
@@ -94,12 +94,19 @@ class ClassifierReward(gym.Wrapper):
 def make_classified_env(
     env_id: str, cfg: ClassifierRewardConfig, *, override: Override | None = None, **kwargs: Any
 ) -> gym.Env:
-    """`make_env(env_id)` wrapped by the classifier of `cfg.checkpoint` (rendering if needed)."""
+    """`make_env(env_id)` wrapped by the classifier of `cfg.checkpoint` (rendering if needed).
+
+    An env factory with a `task_classifier` parameter applies a classifier its own config names
+    (`robot:` task files); it is made with ``task_classifier=False``, so that `cfg.checkpoint`
+    replaces that classifier rather than deciding on top of it.
+    """
     if cfg.checkpoint is None:
         return make_env(env_id, **kwargs)
     classifier = load_classifier(cfg.checkpoint)
     if RENDER_VIEW in classifier.cfg.views:
         kwargs.setdefault("render_mode", "rgb_array")
+    if "task_classifier" in env_factory_parameters(env_id):
+        kwargs["task_classifier"] = False
     return ClassifierReward(
         make_env(env_id, **kwargs),
         classifier,

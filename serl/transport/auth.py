@@ -126,6 +126,10 @@ def load_client_keys(key_dir: Path | str, name: str = "actor") -> ClientKeys:
     """Load an actor's keypair and the learner's public key; fail closed on a missing file."""
     key_dir = Path(key_dir)
     hint = f"copy {name}.key_secret and server.key from the learner's key directory"
+    others = sorted(p.name[: -len(".key_secret")] for p in key_dir.glob("*.key_secret"))
+    others = [n for n in others if n not in (name, SERVER_NAME)]
+    if others:  # keys made with `serl keys generate --clients robot-0`: the name was not given
+        hint += f", or pass the key name this folder holds: --key-name {others[0]}"
     public, secret = _load(key_dir / f"{name}.key_secret", True, hint)
     server_public, _ = _load(key_dir / f"{SERVER_NAME}.key", False, hint)
     assert secret is not None

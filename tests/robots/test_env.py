@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -15,7 +16,7 @@ from robots.server import RobotServer
 from serl.actor import Actor, ActorConfig
 from serl.agreement import env_spaces
 from serl.envs import make_env
-from serl.rewards.wrapper import ClassifierRewardConfig
+from serl.rewards.wrapper import ClassifierReward, ClassifierRewardConfig, make_classified_env
 from serl.teleop import Intervention, ScriptedDevice, TeleopCommand
 from serl.transport.protocol import SOURCES
 from tests.robots.conftest import server_config
@@ -213,3 +214,18 @@ def test_a_task_file_can_name_its_reward_classifier(tmp_path, stepped_server) ->
     _, reward, terminated, _, info = env.step(np.zeros(3, np.float32))
     env.close()
     assert reward == 1.0 and terminated and info["classifier_success"]
+
+
+def test_reward_checkpoint_replaces_the_classifier_a_task_file_names(tmp_path) -> None:
+    # The task's classifier file does not exist: only --reward.checkpoint's may be loaded.
+    task = task_file(tmp_path, reward="classifier", classifier=str(tmp_path / "absent.safetensors"))
+    classifier = always_success_classifier(tmp_path / "classifier.safetensors")
+    env = make_classified_env(f"robot:{task}", ClassifierRewardConfig(checkpoint=classifier))
+    wrappers = []
+    while isinstance(env, gym.Wrapper):
+        wrappers.append(env)
+        env = env.env
+    classified = [w for w in wrappers if isinstance(w, ClassifierReward)]
+    assert len(classified) == 1
+    assert classified[0].classifier.rule.threshold == 0.0
+    assert env.cfg.reward == "none"

@@ -105,6 +105,12 @@ def test_missing_client_files_fail_closed_naming_the_file(keys: Path) -> None:
         load_client_keys(keys, "actor")
 
 
+def test_a_missing_actor_key_names_the_key_names_the_folder_holds(tmp_path: Path) -> None:
+    keys = generate_keys(tmp_path / "keys", ("robot-0", "robot-1"))
+    with pytest.raises(AuthError, match=r"actor\.key_secret is missing.*--key-name robot-0"):
+        load_client_keys(keys)  # the default name, "actor", with keys made for robots
+
+
 def test_a_public_key_file_is_not_a_secret(keys: Path) -> None:
     (keys / "actor.key_secret").write_text((keys / "actor.key").read_text())
     (keys / "actor.key_secret").chmod(0o600)

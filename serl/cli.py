@@ -93,6 +93,7 @@ def _startup_errors() -> tuple[type[Exception], ...]:
     from serl.agents.registry import UnknownAgentError
     from serl.checkpoint import CheckpointError
     from serl.checkpoint_eval import VideoError
+    from serl.data.datasets import DatasetError
     from serl.envs import UnknownEnvError
     from serl.learner import LearnerError
     from serl.local import RunDirError
@@ -101,6 +102,7 @@ def _startup_errors() -> tuple[type[Exception], ...]:
     return (
         AuthError,
         CheckpointError,
+        DatasetError,
         HandshakeRefused,
         InsecureBindError,
         LearnerError,

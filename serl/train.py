@@ -37,6 +37,7 @@ from serl.agents.registry import agent_spec
 from serl.agents.sac import SACConfig
 from serl.checkpoint import read_checkpoint
 from serl.checkpoint_eval import evaluate_policy, load_policy
+from serl.data.datasets import check_dataset
 from serl.envs import check_env_id
 from serl.learner import CHECKPOINT_NAME, LearnerConfig, LearnerError
 from serl.metrics import MetricsLogger
@@ -290,6 +291,8 @@ def train(cfg: TrainConfig, *, stop: StopSignal | None = None) -> TrainResult:
         raise ValueError(f"actors={cfg.actors} and steps={cfg.steps} must be >= 1")
     agent_spec(cfg.agent)  # a typo in --agent or --env stops here, before any process starts
     check_env_id(cfg.env)
+    if cfg.prior_data is not None:
+        check_dataset(cfg.prior_data)  # before the learner spends seconds starting up
     run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else _default_run_dir()
     checkpoint = run_dir / CHECKPOINT_NAME
     if checkpoint.exists() and not cfg.resume:

@@ -6,6 +6,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from serl.checkpoint import read_checkpoint
@@ -59,6 +60,19 @@ def test_train_runs_a_learner_and_two_actors_then_prints_the_evaluation_and_path
         "learner.log",
     ]
     assert live_children() == []
+
+
+@pytest.mark.timeout(30)
+def test_prior_data_in_sim_collect_npz_is_refused_with_the_converter_before_any_process(
+    tmp_path: Path, capsys
+) -> None:
+    np.savez(tmp_path / "peg.npz", action=np.zeros((2, 3), np.float32))
+    run = tmp_path / "run"
+    code = main(["train", "--prior-data", str(tmp_path / "peg.npz"), "--run-dir", str(run)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"python -m serl.data.importers npz {tmp_path}/peg.npz {tmp_path}/peg" in err
+    assert not run.exists() and not live_children()  # nothing started, nothing written
 
 
 def test_the_success_key_reaches_every_actor():

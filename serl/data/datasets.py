@@ -308,13 +308,28 @@ def read_episode(path: str | os.PathLike[str], episode_id: int) -> Episode:
         raise DatasetError(f"{file}: unreadable episode ({exc})") from exc
 
 
-def iter_episodes(path: str | os.PathLike[str]) -> Iterator[Episode]:
-    """The episodes at `path` in id order, read one at a time (large image datasets)."""
+def check_dataset(path: str | os.PathLike[str]) -> None:
+    """Raise DatasetError, naming the command that makes or converts one, unless `path` is a
+    dataset directory; reads no episode (`serl train` checks --prior-data before it starts)."""
+    path = Path(path)
+    convert = "python -m serl.data.importers"
+    if path.is_file() and path.suffix == ".npz":
+        raise DatasetError(
+            f"{path} is an .npz file, not a dataset directory; if `python -m sim.collect` wrote "
+            f"it, convert it with `{convert} npz {path} {path.with_suffix('')}` and pass "
+            f"{path.with_suffix('')}"
+        )
     if not _data_dir(path).is_dir():
         raise DatasetError(
             f"{path}: no dataset here (expected {path}/data/episodes/); record one with "
-            "`serl record-demos --out PATH`"
+            f"`serl record-demos --out PATH`, or convert a sim.collect .npz with `{convert} npz "
+            "SRC DST`"
         )
+
+
+def iter_episodes(path: str | os.PathLike[str]) -> Iterator[Episode]:
+    """The episodes at `path` in id order, read one at a time (large image datasets)."""
+    check_dataset(path)
     for episode_id in episode_ids(path):
         yield read_episode(path, episode_id)
 

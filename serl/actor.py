@@ -608,16 +608,15 @@ class Actor:
         except (HandshakeRefused, RuntimeError) as exc:  # the transport failed: nothing to send
             logger.debug("last chunk not sent: %s", exc)
         finally:
-            committed = self.client.close(timeout_s=self.cfg.close_timeout_s)
+            self.client.close(timeout_s=self.cfg.close_timeout_s)  # logs what is uncommitted
             self.env.close()
             logger.info(
                 "actor %s done: %d steps, %d episodes, %d eval episodes, %d held actions, "
-                "%d interventions%s",
+                "%d interventions",
                 self.cfg.actor_id,
                 self.counters.steps,
                 self.counters.episodes,
                 self.counters.eval_episodes,
                 self.counters.nonfinite_actions,
                 self.counters.interventions,
-                "" if committed else " (some chunks not committed by the learner)",
             )

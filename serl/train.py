@@ -349,7 +349,12 @@ def _follow(
     stop: StopSignal,
     done_steps: int,
 ) -> bool:
-    """Wait for the learner to finish, showing progress; True when interrupted."""
+    """Wait for the learner to finish, showing progress; True when interrupted.
+
+    Two bars: env steps until the actors are done, then the learner's updates, since the
+    learner goes on until it has done the `utd_ratio` updates per step that the rate limit
+    allows (with a high UTD that is minutes after the actors stop).
+    """
     bar = tqdm(
         total=cfg.steps,
         initial=done_steps,
@@ -357,6 +362,7 @@ def _follow(
         disable=not cfg.progress,
         dynamic_ncols=True,
     )
+    catching_up = False
     try:
         while learner.proc.poll() is None:
             if stop.stop_requested:
@@ -369,16 +375,39 @@ def _follow(
                         f"{_tail(child.log)}"
                     )
             record = metrics.read()
-            steps = int(record.get("learner/env_steps", bar.n))
-            bar.update(max(0, min(steps, cfg.steps) - bar.n))
-            if metrics.last_eval is not None:
-                bar.set_postfix(eval_return=f"{metrics.last_eval:.1f}", refresh=False)
+            if catching_up:
+                bar.update(
+                    max(0, min(int(record.get("learner/updates", bar.n)), bar.total) - bar.n)
+                )
+            else:
+                steps = int(record.get("learner/env_steps", bar.n))
+                bar.update(max(0, min(steps, cfg.steps) - bar.n))
+                if metrics.last_eval is not None:
+                    bar.set_postfix(eval_return=f"{metrics.last_eval:.1f}", refresh=False)
+                if steps >= cfg.steps:
+                    bar.close()
+                    bar = _updates_bar(cfg, int(record.get("learner/updates", 0)))
+                    catching_up = True
             time.sleep(POLL_S)
-        record = metrics.read()
-        bar.update(max(0, min(int(record.get("learner/env_steps", bar.n)), cfg.steps) - bar.n))
+        if not catching_up:
+            record = metrics.read()
+            bar.update(max(0, min(int(record.get("learner/env_steps", bar.n)), cfg.steps) - bar.n))
         return False
     finally:
         bar.close()
+
+
+def _updates_bar(cfg: TrainConfig, updates: int) -> tqdm:
+    """The second bar of `_follow`: the learner's updates towards what the rate limit allows."""
+    total = cfg.offline_updates + math.ceil(cfg.utd_ratio * max(0, cfg.steps - cfg.min_buffer))
+    return tqdm(
+        total=max(total, updates),
+        initial=updates,
+        unit="update",
+        desc="actors done; learner catching up",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+    )
 
 
 def _check_exit(learner: _Child, interrupted: bool) -> None:

@@ -342,13 +342,23 @@ class ActorClient:
                 lambda: not self._records or self._error is not None, timeout_s
             )
             left = len(self._records)
+            unacked = sum(seq > self._acked for seq in self._records)
+            spilled = sum(r.path is not None for r in self._records.values())
             self._stop = True
         self._wake()
         self._thread.join(timeout=max(timeout_s, 5.0))
         self._wake_r.close()
         self._wake_w.close()
-        if left:
-            logger.warning("closed with %d chunks not committed by the learner", left)
+        if unacked:
+            logger.warning(
+                "closed with %d chunks the learner never acknowledged (%d of them kept in %s, "
+                "the rest lost with this process)", unacked, spilled, self.spill_dir
+            )  # fmt: skip
+        elif left:  # the usual end of a run: the learner's final checkpoint commits them
+            logger.info(
+                "closed; the learner holds the last %d chunks and commits them with its next "
+                "checkpoint", left
+            )  # fmt: skip
         return flushed and left == 0
 
     def __enter__(self) -> ActorClient:

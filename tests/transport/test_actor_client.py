@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -68,6 +69,35 @@ def test_close_reports_whether_everything_was_committed(
     other.send_chunk(state_chunk(0.0))
     pump(server, lambda _: other.pending() == 0)
     assert other.close(timeout_s=1.0) is True
+
+
+@pytest.mark.timeout(10)
+def test_close_calls_chunks_the_learner_holds_normal_and_unacknowledged_ones_lost(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    durable = LearnerServer(STATE_SPEC, CONFIG_HASH, durable=True)  # commits at checkpoints
+    try:
+        client = make_client(durable)
+        client.send_chunk(state_chunk(0.0))
+        pump(durable, lambda total: len(total.chunks) == 1)  # received and acked, not committed
+        with caplog.at_level(logging.INFO, logger="serl.transport.client"):
+            assert client.close(timeout_s=0.2) is False
+        [record] = [r for r in caplog.records if "closed" in r.getMessage()]
+        assert record.levelno == logging.INFO
+        assert "the learner holds the last 1 chunks" in record.getMessage()
+    finally:
+        durable.close()
+    caplog.clear()
+    server = LearnerServer(STATE_SPEC, CONFIG_HASH)
+    try:
+        lost = make_client(server, actor_id="a1")
+        lost.send_chunk(state_chunk(0.0))
+        lost.close(timeout_s=0.2)  # nobody polled: never acknowledged
+    finally:
+        server.close()
+    [record] = [r for r in caplog.records if "closed" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert "1 chunks the learner never acknowledged" in record.getMessage()
 
 
 @pytest.mark.timeout(10)

@@ -146,6 +146,8 @@ def import_minari(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> i
         "imported_from": str(src),
         "dataset_id": meta.get("dataset_id"),
         "env_id": _env_id(meta),
+        # D4RL's reference returns (random, expert): `serl inspect-dataset` computes TQ with them.
+        **{k: float(meta[k]) for k in ("ref_min_score", "ref_max_score") if k in meta},
     }
     count = 0
     for episode in read_minari(src):

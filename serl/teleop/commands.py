@@ -67,9 +67,9 @@ class InspectDatasetConfig:
     path: Annotated[Path, tyro.conf.Positional]
     """Dataset directory (written by serl record-demos or serl.data.datasets)."""
     random_return: float | None = None
-    """Random policy's episode return, the 0 of TQ."""
+    """Random policy's episode return, the 0 of TQ (default: the dataset's ref_min_score)."""
     expert_return: float | None = None
-    """Expert's episode return, the 1 of TQ."""
+    """Expert's episode return, the 1 of TQ (default: the dataset's ref_max_score)."""
     reference: Path | None = None
     """Reference dataset for SACo (e.g. an online run's replay data)."""
     state_key: str = "state"
@@ -206,6 +206,14 @@ def _grid_bounds(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low, np.where(high > low, high, low + 1.0)
 
 
+def _first_number(*values: Any) -> float | None:
+    """The first of `values` that is a number (a flag, then a metadata entry), else None."""
+    for value in values:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
 @command("inspect-dataset", "episodes, success rate, transitions, TQ and SACo of a dataset")
 def _inspect_dataset(args: list[str]) -> int:
     from serl.data import diagnostics
@@ -232,18 +240,24 @@ def _inspect_dataset(args: list[str]) -> int:
     if not dataset.episodes:
         return 0
     print(f"mean return:       {returns.mean():.3f}")
-    if cfg.random_return is not None and cfg.expert_return is not None:
-        tq = diagnostics.trajectory_quality(returns, cfg.random_return, cfg.expert_return)
-        print(f"TQ:                {tq:.4f}")
+    # D4RL-style reference scores (kept by `serl.data.importers minari`) are TQ's 0 and 1.
+    random_return = _first_number(cfg.random_return, meta.get("ref_min_score"))
+    expert_return = _first_number(cfg.expert_return, meta.get("ref_max_score"))
+    if random_return is not None and expert_return is not None:
+        tq = diagnostics.trajectory_quality(returns, random_return, expert_return)
+        print(f"TQ:                {tq:.4f} (random {random_return:g} -> 0, expert "
+              f"{expert_return:g} -> 1)")  # fmt: skip
     else:
-        print("TQ:                n/a (give --random-return and --expert-return)")
+        print("TQ:                n/a (the mean return scaled so a random policy's is 0 and an "
+              "expert's 1: give --random-return and --expert-return)")  # fmt: skip
     try:
         states, actions = _state_actions(dataset, cfg.state_key)
         if cfg.reference is None:
             low, high = _grid_bounds(np.c_[states, actions])
             count = diagnostics.unique_state_actions(states, actions, low, high, cfg.bins)
             print(f"unique (s, a):     {count} ({cfg.bins} bins per dimension)")
-            print("SACo:              n/a (give --reference DATASET)")
+            print("SACo:              n/a (unique (s, a) over a reference dataset's, e.g. "
+                  "all data of the env: give --reference DATASET)")  # fmt: skip
             return 0
         ref_states, ref_actions = _state_actions(load_dataset(cfg.reference), cfg.state_key)
     except (ValueError, DatasetError) as exc:

@@ -52,6 +52,23 @@ def test_minari_dataset_imports_with_every_array_and_the_env_id(tmp_path):
     assert data.metadata["dataset_id"] == "pen/human-v2"
 
 
+def test_inspect_dataset_takes_tq_anchors_from_minari_reference_scores(tmp_path, capsys):
+    from serl.cli import main
+
+    src = minari_dataset(tmp_path / "minari", [(4, True), (6, False)])  # returns 6 and 15
+    import_minari(src, tmp_path / "plain")
+    assert main(["inspect-dataset", str(tmp_path / "plain")]) == 0
+    out = capsys.readouterr().out  # no reference scores: which flag gives what
+    assert "TQ:                n/a (the mean return scaled so a random policy's is 0" in out
+    assert "give --random-return and --expert-return" in out and "give --reference" in out
+    with h5py.File(src / "data" / "main_data.hdf5", "a") as fh:
+        fh.attrs["ref_min_score"], fh.attrs["ref_max_score"] = 0.5, 20.5
+    import_minari(src, tmp_path / "scored")
+    assert main(["inspect-dataset", str(tmp_path / "scored")]) == 0
+    out = capsys.readouterr().out  # mean return 10.5: halfway from 0.5 to 20.5
+    assert "TQ:                0.5000 (random 0.5 -> 0, expert 20.5 -> 1)" in out
+
+
 def test_minari_dict_observations_keep_their_keys(tmp_path):
     src = minari_dataset(tmp_path / "minari", [(3, True)], dict_obs=True)
     (episode,) = read_minari(src)

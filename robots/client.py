@@ -89,7 +89,7 @@ class RobotClient:
     def _connect(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0
-        sock.maxmsgsize = CLIENT_LIMITS.max_message_bytes
+        sock.maxmsgsize = CLIENT_LIMITS.frame_cap
         if self._curve is not None:
             configure_client_socket(sock, self._curve)
         sock.connect(self.endpoint)

@@ -39,14 +39,17 @@ from serl.transport.codec import Limits, Message, WireError
 PROTOCOL_VERSION = 1
 
 SERVER_LIMITS = Limits(
-    max_message_bytes=1 << 20,
+    max_message_bytes=64 << 10,
+    max_frame_bytes=16 << 10,
     max_header_bytes=8 * 1024,
     max_arrays=4,
     max_ndim=2,
     max_str_len=256,
     max_container_len=32,
 )
-"""Inbound caps on the server: requests are a few small vectors."""
+"""Inbound caps on the server: requests are a header and a few small vectors (a joint vector
+of 2,048 float64 fits a frame), so libzmq refuses any larger frame before it is stored. Camera
+frames only go out, in replies."""
 
 CLIENT_LIMITS = Limits(
     max_message_bytes=64 << 20,

@@ -1,8 +1,10 @@
 """The robot server: owns one arm through a backend and serves it over ZeroMQ, safely.
 
 One ROUTER socket, bound on loopback unless CURVE keys or `insecure` say otherwise
-(`serl.transport.sockets.bind_endpoint`), every inbound message capped (ZMQ_MAXMSGSIZE and
-`robots.protocol.SERVER_LIMITS`) and decoded by the codec, which never runs code (no pickle).
+(`serl.transport.sockets.bind_endpoint`), every inbound message capped (ZMQ_MAXMSGSIZE per
+frame, `robots.protocol.SERVER_LIMITS` per message, and what ZeroMQ may hold per client and
+for all of them, `serl.transport.guard.InboundGuard`) and decoded by the codec, which never
+runs code (no pickle).
 A message that fails decoding is counted under ``dropped:<reason>`` and dropped without a
 reply; a decodable but invalid request gets an ``error`` reply and is counted under
 ``refused:<reason>``. The server never raises because of what a peer sent.
@@ -59,6 +61,7 @@ from robots.protocol import (
 from robots.safety import Decision, SafetyFilter, quat_from_rotvec, quat_mul, quat_normalize
 from serl.transport.auth import ZapHandler, configure_server_socket, load_server_keys
 from serl.transport.codec import WireError, decode, encode
+from serl.transport.guard import InboundGuard, peer_budget
 from serl.transport.sockets import bind_endpoint, recv_bounded
 
 logger = logging.getLogger(__name__)
@@ -67,6 +70,10 @@ POLL_PERIOD_MS = 5
 """The loop wakes at least this often to run the watchdog."""
 MAX_MESSAGES_PER_POLL = 64
 """Bound on the work of one `poll` before the watchdog runs again."""
+RCVHWM = 8
+"""Requests queued per client before ZeroMQ stops reading it; a client waits for each reply."""
+MAX_INBOUND_BYTES = 16 << 20
+"""What ZeroMQ may hold for all clients' unread requests together (`InboundGuard`)."""
 LOG_EVERY_S = 1.0
 """At most one log line per rejection reason per second (repeats are counted in it)."""
 
@@ -91,10 +98,14 @@ class RobotServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
-        self.limits = replace(SERVER_LIMITS, max_message_bytes=cfg.max_message_bytes)
+        self.limits = replace(
+            SERVER_LIMITS,
+            max_message_bytes=cfg.max_message_bytes,
+            max_frame_bytes=min(cfg.max_message_bytes, SERVER_LIMITS.frame_cap),
+        )
         self.stats: Counter[str] = Counter()
         """Counts: requests, dropped:<why>, refused:<why>, rejected:<why>, clamped:<limit>,
-        watchdog:hold, watchdog:stop, estops."""
+        watchdog:hold, watchdog:stop, estops, guard:<why> (connections the inbound guard ended)."""
         self._clock = clock
         keys = load_server_keys(cfg.keys_dir) if cfg.keys_dir is not None else None
         bind = bind_endpoint(cfg.endpoint, secure=keys is not None, insecure=cfg.insecure)
@@ -114,17 +125,25 @@ class RobotServer:
         self._stop = threading.Event()
         self._ctx = zmq.Context()
         self._zap: ZapHandler | None = None
+        self._guard: InboundGuard | None = None
         try:
             self.backend.set_compliance(cfg.profiles[self.profile])
             if keys is not None:
                 self._zap = ZapHandler(self._ctx, keys.authorized_dir)
             self._sock = self._ctx.socket(zmq.ROUTER)
             self._sock.linger = 0
-            self._sock.maxmsgsize = self.limits.max_message_bytes
-            self._sock.rcvhwm = 64
+            self._sock.maxmsgsize = self.limits.frame_cap
+            self._sock.rcvhwm = RCVHWM
             self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             if keys is not None:
                 configure_server_socket(self._sock, keys)
+            budget = peer_budget(RCVHWM, self.limits.max_message_bytes, self.limits.max_arrays + 1)
+            self._guard = InboundGuard(
+                self._sock,
+                per_peer_bytes=budget,
+                total_bytes=MAX_INBOUND_BYTES,
+                curve=keys is not None,
+            )
             self._sock.bind(bind)
         except Exception:
             self.close()
@@ -149,9 +168,13 @@ class RobotServer:
         ready = dict(self._poller.poll(timeout_ms))
         if self._zap is not None and self._zap.socket in ready:
             self._zap.handle_pending()
+        assert self._guard is not None
+        self.stats.update(self._guard.take_counts())
         handled = 0
         for _ in range(MAX_MESSAGES_PER_POLL):
-            frames, reason = recv_bounded(self._sock, self.limits, extra_frames=1)
+            frames, reason = recv_bounded(
+                self._sock, self.limits, extra_frames=1, guard=self._guard
+            )
             if reason is not None:
                 self._count(f"dropped:{reason}", "message over the caps")
                 continue
@@ -186,6 +209,8 @@ class RobotServer:
                 backend.close()
             except Exception:
                 logger.exception("closing the %s backend failed", backend.name)
+        if self._guard is not None:
+            self._guard.close()
         sock = getattr(self, "_sock", None)
         if sock is not None:
             sock.close(linger=0)

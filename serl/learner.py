@@ -46,7 +46,7 @@ import math
 import os
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,7 +78,6 @@ from serl.data.weighted import TrajectoryWeightedSampler
 from serl.metrics import MetricsLogger, read_metrics
 from serl.processes import StopSignal, limit_threads
 from serl.transport.auth import load_server_keys
-from serl.transport.codec import DEFAULT_LIMITS
 from serl.transport.protocol import SOURCES, Chunk
 from serl.transport.server import EpisodeStats, LearnerServer, PollResult
 from serl.transport.sockets import bind_endpoint
@@ -126,7 +125,12 @@ class LearnerConfig:
     insecure: bool = False
     """Allow binding a non-loopback address without keys (trusted networks only)."""
     max_message_mb: float = 128.0
-    """Largest inbound message (one chunk); bigger ones are dropped unread (ZMQ_MAXMSGSIZE)."""
+    """Largest inbound message (one chunk) at most; the learner lowers it to the largest chunk
+    this env's spaces allow (`TransitionSpec.limits`), and a frame over the largest array of that
+    chunk is refused by ZeroMQ before it is stored (ZMQ_MAXMSGSIZE)."""
+    max_inbound_mb: float = 1024.0
+    """What ZeroMQ may hold for all actors' unread messages together; beyond it the connection
+    that holds most is dropped (its actor reconnects and resends)."""
     utd_ratio: float = 1.0
     """Target agent updates per received env step (the rate limiter's ratio)."""
     min_buffer: int = 1_000
@@ -302,7 +306,8 @@ class Learner:
             cfg.weights_endpoint,
             curve=curve,
             insecure=cfg.insecure,
-            limits=replace(DEFAULT_LIMITS, max_message_bytes=int(cfg.max_message_mb * 2**20)),
+            limits=self.spec.limits(int(cfg.max_message_mb * 2**20)),
+            max_inbound_bytes=int(cfg.max_inbound_mb * 2**20),
             durable=True,
         )
         if cursors:

@@ -417,7 +417,7 @@ class ActorClient:
     def _socket(self, kind: int) -> zmq.Socket:
         sock = self._ctx.socket(kind)
         sock.linger = 0
-        sock.maxmsgsize = self.limits.max_message_bytes
+        sock.maxmsgsize = self.limits.frame_cap
         sock.reconnect_ivl = 100
         sock.reconnect_ivl_max = int(self.backoff_max_s * 1000)
         if self._curve is not None:

@@ -33,12 +33,12 @@ the last one gets everything after it resent, and nothing twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from serl.transport.codec import ALLOWED_DTYPES, WireError
+from serl.transport.codec import ALLOWED_DTYPES, Limits, WireError
 
 PROTOCOL_VERSION = 1
 """Bumped on any change of message kinds or fields; a mismatch refuses the handshake."""
@@ -65,8 +65,10 @@ class Kind:
 SOURCES = ("demo", "offline", "online", "intervention", "sim", "real")
 """Transition sources (DESIGN §3); the `source` extra carries the index into this tuple."""
 
-MAX_CHUNK_TRANSITIONS = 65536
-"""Leading length cap of one chunk; a chunk is meant to be a few hundred transitions."""
+MAX_CHUNK_TRANSITIONS = 4096
+"""Leading length cap of one chunk; a chunk is meant to be a few hundred transitions (actors
+send 64 by default). With the spec it sets the largest message and frame a learner accepts
+(`TransitionSpec.limits`)."""
 MAX_KEY_LEN = 64
 MAX_EPISODE_STATS = 64
 """Scalar entries in one episode-stats message."""
@@ -186,6 +188,39 @@ class TransitionSpec:
         return cls(
             obs=obs, action=action, extras=dict(DEFAULT_EXTRAS if extras is None else extras)
         )
+
+    def item_bytes(self) -> dict[str, int]:
+        """Bytes per transition of every array a chunk may carry, by wire name."""
+        items: dict[str, ArraySpec] = {f"obs/{k}": v for k, v in self.obs.items()}
+        items |= {f"next_obs/{k}": v for k, v in self.obs.items()}
+        items |= {
+            "action": self.action,
+            "reward": ("float32", ()),
+            "terminated": ("bool", ()),
+            "truncated": ("bool", ()),
+        }
+        items |= dict(self.extras)
+        return {
+            name: ALLOWED_DTYPES[dtype].itemsize * int(np.prod(shape, dtype=np.int64))
+            for name, (dtype, shape) in items.items()
+        }
+
+    def limits(self, max_message_bytes: int, base: Limits | None = None) -> Limits:
+        """Inbound caps of a learner for chunks of this spec, at most `max_message_bytes`.
+
+        The largest legitimate chunk has MAX_CHUNK_TRANSITIONS transitions, or as many as fit
+        in `max_message_bytes`; its size caps a message, its largest array caps a frame
+        (ZMQ_MAXMSGSIZE). A state-only spec thus gets caps of a few hundred KiB, however
+        large `max_message_bytes` is, and libzmq refuses a bigger frame before it is stored.
+        """
+        base = base or Limits()
+        items = self.item_bytes()
+        per_transition = sum(items.values())
+        room = max(0, max_message_bytes - base.max_header_bytes)
+        n = max(1, min(MAX_CHUNK_TRANSITIONS, room // per_transition))
+        message = min(max_message_bytes, base.max_header_bytes + n * per_transition)
+        frame = min(message, max(base.max_header_bytes, n * max(items.values())))
+        return replace(base, max_message_bytes=message, max_frame_bytes=frame)
 
     def validate_chunk(self, arrays: Mapping[str, np.ndarray]) -> int:
         """Check a chunk's arrays against this spec; return its length n.

@@ -42,6 +42,7 @@ import zmq
 
 from serl.transport.auth import ServerKeys, ZapHandler, configure_server_socket
 from serl.transport.codec import DEFAULT_LIMITS, Limits, Message, WireError, decode, encode
+from serl.transport.guard import HANDSHAKE_SLACK_BYTES, InboundGuard, peer_budget
 from serl.transport.protocol import (
     Chunk,
     ChunkRejected,
@@ -53,7 +54,7 @@ from serl.transport.protocol import (
     get_int,
     scalar_stats,
 )
-from serl.transport.sockets import MONITORED_EVENTS, bind_endpoint, drain_monitor, recv_bounded
+from serl.transport.sockets import MONITORED_EVENTS, bind_endpoint, recv_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class PollResult:
         return sum(len(chunk) for chunk in self.chunks)
 
 
+SUBSCRIPTION_BYTES = 256
+"""ZMQ_MAXMSGSIZE of the weights PUB socket, whose only input is subscriptions (actors send
+one, empty)."""
 MAX_SKIPPED_CHUNKS = 1_000_000
 """Most chunks an actor's first hello may declare lost (first_seq past the cursor): what a
 checkpoint interval of a fast actor can hold; a forged 1e15 or 2**63 - 1 is refused."""
@@ -125,11 +129,15 @@ class LearnerServer:
         curve: CURVE keys (`load_server_keys`); peers without an authorized key never reach
             `poll`'s results.
         insecure: allow binding a non-loopback address without CURVE (trusted networks only).
-        limits: caps on every inbound message; `max_message_bytes` is also ZMQ_MAXMSGSIZE.
+        limits: caps on every inbound message (default: `spec.limits` of the codec's
+            default message cap); `frame_cap` is ZMQ_MAXMSGSIZE.
         durable: actors keep chunks until `commit()` (call it after each checkpoint).
         max_messages_per_poll: bound on the work one `poll` does.
-        rcvhwm: messages queued per peer before ZeroMQ stops reading that peer's socket; with
-            `limits` it bounds the memory one peer can occupy.
+        rcvhwm: complete messages queued per peer before ZeroMQ stops reading that peer's
+            socket; with `limits` it sets what libzmq may hold for one peer
+            (`guard.peer_budget`), which the inbound guard enforces.
+        max_inbound_bytes: what libzmq may hold for all peers together before the guard drops
+            the connection that holds most (wire bytes).
         session_timeout_s: a session silent this long is forgotten (its cursor is kept).
         max_sessions: live sessions at most; the longest-silent one is dropped beyond it.
         clock: monotonic seconds, for session timeouts (injectable in tests).
@@ -147,10 +155,11 @@ class LearnerServer:
         *,
         curve: ServerKeys | None = None,
         insecure: bool = False,
-        limits: Limits = DEFAULT_LIMITS,
+        limits: Limits | None = None,
         durable: bool = False,
         max_messages_per_poll: int = 256,
-        rcvhwm: int = 16,
+        rcvhwm: int = 4,
+        max_inbound_bytes: int = 2**30,
         session_timeout_s: float = 60.0,
         max_sessions: int = 1024,
         clock: Callable[[], float] = time.monotonic,
@@ -160,7 +169,7 @@ class LearnerServer:
         self.incarnation = time.time_ns() // 1_000_000 if incarnation is None else incarnation
         """This learner process's id, sent with weights (see `incarnation` above)."""
         self.config_hash = config_hash
-        self.limits = limits
+        self.limits = spec.limits(DEFAULT_LIMITS.max_message_bytes) if limits is None else limits
         self.durable = durable
         self.max_messages_per_poll = max_messages_per_poll
         self.session_timeout_s = session_timeout_s
@@ -187,6 +196,7 @@ class LearnerServer:
 
         self._ctx = zmq.Context()
         self._zap: ZapHandler | None = None
+        self._guards: list[InboundGuard] = []
         try:
             if curve is not None:
                 # The ZAP handler must exist before any CURVE socket binds.
@@ -197,9 +207,24 @@ class LearnerServer:
             self._router.sndhwm = 1000
             self._pub = self._make_socket(zmq.PUB, curve)
             self._pub.sndhwm = 4
-            self._monitors = [
-                self._router.get_monitor_socket(MONITORED_EVENTS),
-                self._pub.get_monitor_socket(MONITORED_EVENTS),
+            # Actors send the PUB one empty subscription; nothing more may come in.
+            self._pub.maxmsgsize = SUBSCRIPTION_BYTES
+            budget = peer_budget(rcvhwm, self.limits.max_message_bytes, self.limits.max_arrays + 1)
+            self._guards = [
+                InboundGuard(
+                    self._router,
+                    per_peer_bytes=budget,
+                    total_bytes=max_inbound_bytes,
+                    curve=curve is not None,
+                    events=MONITORED_EVENTS,
+                ),
+                InboundGuard(
+                    self._pub,
+                    per_peer_bytes=HANDSHAKE_SLACK_BYTES,
+                    total_bytes=max_inbound_bytes,
+                    curve=curve is not None,
+                    events=MONITORED_EVENTS,
+                ),
             ]
             self._router.bind(data_bind)
             self._pub.bind(weights_bind)
@@ -210,7 +235,7 @@ class LearnerServer:
         """The bound data endpoint (the real port when 0 was asked)."""
         self.weights_endpoint: str = self._pub.last_endpoint.decode()
         self._poller = zmq.Poller()
-        for sock in (self._router, *self._monitors, *([self._zap.socket] if self._zap else [])):
+        for sock in (self._router, *([self._zap.socket] if self._zap else [])):
             self._poller.register(sock, zmq.POLLIN)
         logger.info(
             "learner transport on %s (data) and %s (weights), %s",
@@ -222,7 +247,7 @@ class LearnerServer:
     def _make_socket(self, kind: int, curve: ServerKeys | None) -> zmq.Socket:
         sock = self._ctx.socket(kind)
         sock.linger = 0
-        sock.maxmsgsize = self.limits.max_message_bytes
+        sock.maxmsgsize = self.limits.frame_cap
         if curve is not None:
             configure_server_socket(sock, curve)
         return sock
@@ -238,11 +263,12 @@ class LearnerServer:
         ready = dict(self._poller.poll(timeout_ms))
         if self._zap is not None and self._zap.socket in ready:
             self._zap.handle_pending()
-        for monitor in self._monitors:
-            if monitor in ready:
-                drain_monitor(monitor, self.stats)
+        for guard in self._guards:
+            self.stats.update(guard.take_counts())
         for _ in range(self.max_messages_per_poll):
-            frames, reason = recv_bounded(self._router, self.limits, extra_frames=1)
+            frames, reason = recv_bounded(
+                self._router, self.limits, extra_frames=1, guard=self._guards[0]
+            )
             if reason is not None:
                 self.stats[f"dropped:{reason}"] += 1
                 continue
@@ -323,12 +349,12 @@ class LearnerServer:
 
     def close(self) -> None:
         """Close the sockets now (pending outbound messages are dropped)."""
+        for guard in self._guards:
+            guard.close()
         for name in ("_router", "_pub"):
             sock = getattr(self, name, None)
             if sock is not None:
                 sock.close(linger=0)
-        for monitor in getattr(self, "_monitors", []):
-            monitor.close(linger=0)
         if self._zap is not None:
             self._zap.close()
         self._ctx.term()

@@ -1,20 +1,19 @@
 """Small ZeroMQ helpers shared by the learner server and the actor client.
 
 Bounded receive (a message with too many or too large frames is drained and discarded, not
-held), bind-address policy (loopback unless CURVE or --insecure), and socket-monitor events
-turned into counter names.
+held), bind-address policy (loopback unless CURVE or --insecure), and the connection events
+the learner counts.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import Counter
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from serl.transport.codec import Limits
+from serl.transport.guard import InboundGuard
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +68,18 @@ def bind_endpoint(endpoint: str, *, secure: bool, insecure: bool) -> str:
 
 
 def recv_bounded(
-    sock: zmq.Socket, limits: Limits, extra_frames: int = 0
+    sock: zmq.Socket,
+    limits: Limits,
+    extra_frames: int = 0,
+    guard: InboundGuard | None = None,
 ) -> tuple[list[zmq.Frame] | None, str | None]:
     """Receive one multipart message without waiting, holding at most the allowed frames.
 
     Returns (frames, None), (None, None) when nothing is waiting, or (None, reason) when the
-    message had too many frames or bytes; its remaining frames are drained and released.
+    message had too many frames or bytes; its remaining frames are drained and released one by
+    one. libzmq hands over a message only once all its frames have arrived, so the memory a
+    message takes before this point is bounded by `guard` (and ZMQ_MAXMSGSIZE per frame), not
+    here. `extra_frames` are routing frames a ROUTER adds; `guard` counts every other frame.
     """
     try:
         frame = sock.recv(zmq.NOBLOCK, copy=False)
@@ -83,11 +88,17 @@ def recv_bounded(
     max_frames = limits.max_arrays + 1 + extra_frames
     frames = [frame]
     total = len(frame)
+    index = 0
     reason = None
-    while frame.more:
+    while True:
+        if guard is not None and index >= extra_frames:
+            guard.count(frame)
+        if not frame.more:
+            break
         frame = sock.recv(copy=False)  # the rest of a multipart message is already here
+        index += 1
         total += len(frame)
-        if reason is None and len(frames) >= max_frames:
+        if reason is None and index >= max_frames:
             reason = "too_many_frames"
         elif reason is None and total > limits.max_message_bytes + extra_frames * 256:
             reason = "oversized"
@@ -96,18 +107,3 @@ def recv_bounded(
     if reason is not None:
         return None, reason
     return frames, None
-
-
-def drain_monitor(monitor: zmq.Socket, stats: Counter[str]) -> None:
-    """Count every waiting monitor event as `zmq:<event name>`."""
-    while True:
-        try:
-            event = recv_monitor_message(monitor, zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        assert isinstance(event, dict)
-        try:
-            name = zmq.Event(event["event"]).name.lower()
-        except ValueError:
-            name = str(event["event"])
-        stats[f"zmq:{name}"] += 1

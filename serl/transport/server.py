@@ -26,6 +26,14 @@ the restored cursor from `welcome` and resend everything after it. With `durable
 Late joiners: a new actor's hello states the weights version it has; if the learner has newer
 weights they follow the welcome directly on the ROUTER (no PUB/SUB slow-joiner gap), and an
 actor that falls behind (pong says newer) asks with `weights_request`.
+
+Peers that never read cannot grow the learner: the ROUTER queues at most 64 replies per peer
+(SNDHWM; beyond it replies are dropped and counted as send_failed), a weights message is built
+once per version and shared by every send, each peer gets a new one only after the network
+took its previous one (`weights_deferred:unread` otherwise), at most `max_weights_in_flight`
+are waiting over all peers (`weights_deferred:busy`), and a peer that leaves one unread for
+`weights_unread_timeout_s` is disconnected (`dropped:unread_weights`). The learner thus holds
+at most `max_weights_in_flight` + 1 policy versions for the data socket, however many peers.
 """
 
 from __future__ import annotations
@@ -109,12 +117,53 @@ def _user_id(frame: zmq.Frame) -> str:
         return ""
 
 
+def _source_fd(frame: zmq.Frame) -> int:
+    """The descriptor of the connection a frame came from (ZMQ_SRCFD), or -1 (ZMTP/1.0)."""
+    try:
+        return frame.get(zmq.SRCFD)
+    except zmq.ZMQError:
+        return -1
+
+
 @dataclass
 class _Session:
     routing_id: bytes
     key: ActorKey
     conn: int
     last_seen: float
+    fd: int = -1
+    """The connection's file descriptor (ZMQ_SRCFD of its last message), to disconnect it."""
+
+
+@dataclass(frozen=True)
+class _Published:
+    """One weights message, built once per version and shared by every send.
+
+    libzmq reference-counts the content of a sent `zmq.Frame`, so the same version queued for
+    many peers costs one copy of the policy plus a small message struct per frame and peer.
+    """
+
+    version: int
+    frames: list[zmq.Frame]
+
+    def tracked(self) -> tuple[list[zmq.Frame], zmq.MessageTracker]:
+        """The frames for one send, the last one wrapped anew with a tracker that completes
+        once libzmq has handed the whole message to the network (or dropped it)."""
+        tail = zmq.Frame(self.frames[-1].buffer, copy=False, track=True)
+        assert tail.tracker is not None
+        return [*self.frames[:-1], tail], tail.tracker
+
+
+@dataclass
+class _InFlight:
+    """A weights message sent to one peer on the data socket."""
+
+    tracker: zmq.MessageTracker
+    """Done once libzmq has handed it to the network or dropped it."""
+    sent_at: float
+    version: int
+    disconnected: bool = False
+    """Left unread too long; its peer was told to go (the slot stays until libzmq frees it)."""
 
 
 class LearnerServer:
@@ -138,6 +187,11 @@ class LearnerServer:
             (`guard.peer_budget`), which the inbound guard enforces.
         max_inbound_bytes: what libzmq may hold for all peers together before the guard drops
             the connection that holds most (wire bytes).
+        max_weights_in_flight: weights messages sent on the data socket and not yet taken by
+            the network, over all peers (each peer has at most one): a peer that never reads
+            pins at most one policy version, and all of them together this many.
+        weights_unread_timeout_s: a peer that leaves a weights message unread this long is
+            disconnected and its session forgotten, which frees what its queue pinned.
         session_timeout_s: a session silent this long is forgotten (its cursor is kept).
         max_sessions: live sessions at most; the longest-silent one is dropped beyond it.
         clock: monotonic seconds, for session timeouts (injectable in tests).
@@ -160,6 +214,8 @@ class LearnerServer:
         max_messages_per_poll: int = 256,
         rcvhwm: int = 4,
         max_inbound_bytes: int = 2**30,
+        max_weights_in_flight: int = 16,
+        weights_unread_timeout_s: float = 30.0,
         session_timeout_s: float = 60.0,
         max_sessions: int = 1024,
         clock: Callable[[], float] = time.monotonic,
@@ -171,6 +227,8 @@ class LearnerServer:
         self.config_hash = config_hash
         self.limits = spec.limits(DEFAULT_LIMITS.max_message_bytes) if limits is None else limits
         self.durable = durable
+        self.max_weights_in_flight = max_weights_in_flight
+        self.weights_unread_timeout_s = weights_unread_timeout_s
         self.max_messages_per_poll = max_messages_per_poll
         self.session_timeout_s = session_timeout_s
         self.max_sessions = max_sessions
@@ -188,9 +246,14 @@ class LearnerServer:
         """actor_id -> the CURVE public key that first used it (with CURVE)."""
         self._peer_key = ""
         """The CURVE public key of the message being handled ("" without CURVE)."""
+        self._peer_fd = -1
+        """The connection (file descriptor) of the message being handled."""
         self._weights_version = -1
         self._next_expiry_check = 0.0
-        self._weights_frames: list[bytes | memoryview] | None = None
+        self._weights: _Published | None = None
+        self._weights_in_flight: dict[bytes, _InFlight] = {}
+        """Per peer, the weights message sent on the data socket that the network has not
+        taken yet."""
         data_bind = bind_endpoint(data_endpoint, secure=curve is not None, insecure=insecure)
         weights_bind = bind_endpoint(weights_endpoint, secure=curve is not None, insecure=insecure)
 
@@ -204,7 +267,9 @@ class LearnerServer:
             self._router = self._make_socket(zmq.ROUTER, curve)
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._router.rcvhwm = rcvhwm
-            self._router.sndhwm = 1000
+            # Acks, pongs and commits of a window of chunks; beyond it a peer that does not
+            # read loses replies (ROUTER drops them), it does not grow the learner.
+            self._router.sndhwm = 64
             self._pub = self._make_socket(zmq.PUB, curve)
             self._pub.sndhwm = 4
             # Actors send the PUB one empty subscription; nothing more may come in.
@@ -276,6 +341,7 @@ class LearnerServer:
                 break
             self._handle(frames, result)
         self._expire_sessions()
+        self._drop_unread_weights()
         return result
 
     def publish_weights(self, version: int, tensors: Mapping[str, Any]) -> None:
@@ -291,10 +357,11 @@ class LearnerServer:
             )
         arrays = {name: np.array(value, copy=True, order="C") for name, value in tensors.items()}
         fields = {"version": version, "published_ns": time.time_ns(), "learner": self.incarnation}
-        self._weights_frames = encode(Kind.WEIGHTS, fields, arrays)
+        frames = encode(Kind.WEIGHTS, fields, arrays)
+        self._weights = _Published(version, [zmq.Frame(frame, copy=False) for frame in frames])
         self._weights_version = version
         try:
-            self._pub.send_multipart(self._weights_frames, zmq.NOBLOCK, copy=False)
+            self._pub.send_multipart(self._weights.frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:  # PUB does not block; kept for completeness
             self.stats["send_failed"] += 1
 
@@ -374,6 +441,7 @@ class LearnerServer:
     def _handle(self, frames: list[zmq.Frame], result: PollResult) -> None:
         routing_id = frames[0].bytes
         self._peer_key = _user_id(frames[-1]) if self._zap is not None else ""
+        self._peer_fd = _source_fd(frames[-1])
         try:
             message = decode(frames[1:], self.limits)
             handler = self._handlers.get(message.kind)
@@ -391,11 +459,59 @@ class LearnerServer:
     def _send(self, routing_id: bytes, kind: str, fields: dict[str, Any]) -> None:
         self._send_frames(routing_id, encode(kind, fields))
 
-    def _send_frames(self, routing_id: bytes, frames: list[bytes | memoryview]) -> None:
+    def _send_frames(self, routing_id: bytes, frames: list[Any]) -> bool:
         try:
             self._router.send_multipart([routing_id, *frames], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError:  # peer gone (ROUTER_MANDATORY) or its queue full: never block
             self.stats["send_failed"] += 1
+            return False
+        return True
+
+    def _send_weights(self, session: _Session) -> bool:
+        """Send the current weights to one peer on the data socket; True if sent.
+
+        At most one such message per peer, and `max_weights_in_flight` over all peers, may be
+        waiting for the network: a peer that never reads pins one policy version, not one per
+        request, and however many peers do so, the learner holds at most that many versions.
+        """
+        if self._weights is None:
+            return False
+        self._weights_in_flight = {
+            rid: sent for rid, sent in self._weights_in_flight.items() if not sent.tracker.done
+        }
+        if session.routing_id in self._weights_in_flight:
+            self.stats["weights_deferred:unread"] += 1
+            return False
+        if len(self._weights_in_flight) >= self.max_weights_in_flight:
+            self.stats["weights_deferred:busy"] += 1
+            return False
+        frames, tracker = self._weights.tracked()
+        if not self._send_frames(session.routing_id, frames):
+            return False
+        self._weights_in_flight[session.routing_id] = _InFlight(
+            tracker, self._clock(), self._weights.version
+        )
+        return True
+
+    def _drop_unread_weights(self) -> None:
+        """Disconnect peers that left weights unread for `weights_unread_timeout_s`: only
+        dropping the connection frees what libzmq queued for it."""
+        deadline = self._clock() - self.weights_unread_timeout_s
+        for routing_id, sent in self._weights_in_flight.items():
+            if sent.disconnected or sent.tracker.done or sent.sent_at > deadline:
+                continue
+            sent.disconnected = True
+            self.stats["dropped:unread_weights"] += 1
+            session = self._sessions.get(routing_id)
+            logger.warning(
+                "a peer (%s) left weights version %d unread for %.0f s; disconnected",
+                f"actor {session.key[0]}/{session.key[1]}" if session else "no session",
+                sent.version,
+                self.weights_unread_timeout_s,
+            )
+            if session is not None:
+                self._forget(session)
+                self._guards[0].disconnect(session.fd, "it left weights unread")
 
     def _committed_of(self, key: ActorKey) -> int:
         if not self.durable:
@@ -445,12 +561,12 @@ class LearnerServer:
         if previous is None:
             result.new_actors.append(ActorInfo(key[0], key[1], self._cursors.get(key, -1)))
             logger.info("actor %s incarnation %d connected", *key)
-        self._sessions[routing_id] = _Session(routing_id, key, conn, self._clock())
+        self._sessions[routing_id] = _Session(routing_id, key, conn, self._clock(), self._peer_fd)
         self._by_key[key] = routing_id
         self.stats["handshakes"] += 1
         self._send(routing_id, Kind.WELCOME, self._status(key) | {"conn": conn})
-        if self._weights_frames is not None and self._outdated(have, have_learner):
-            self._send_frames(routing_id, self._weights_frames)
+        if self._outdated(have, have_learner):
+            self._send_weights(self._sessions[routing_id])
 
     def _learner_of(self, fields: Mapping[str, Any], name: str) -> int:
         """The learner incarnation a peer's weights came from; ours when it does not say."""
@@ -565,10 +681,9 @@ class LearnerServer:
         session = self._session(routing_id, message)
         have = get_int(message.fields, "have")
         have_learner = self._learner_of(message.fields, "have_learner")
-        if session is not None and self._weights_frames is not None:
-            if self._outdated(have, have_learner):
+        if session is not None and self._outdated(have, have_learner):
+            if self._send_weights(session):
                 self.stats["weights_sent_on_request"] += 1
-                self._send_frames(routing_id, self._weights_frames)
 
     def _on_episode(self, routing_id: bytes, message: Message, result: PollResult) -> None:
         session = self._sessions.get(routing_id)

@@ -1,9 +1,9 @@
 """What a peer can make the learner or the robot server hold, measured on real processes.
 
-Issue 18 item 2, scaled down to run in seconds: each attack would grow the target by 250 MiB
-or more without the bounds (measured on the code before them: 45 -> 296 MiB for the learner's
-many-frames message, 284 -> 584 MiB for the robot server's); with them, the target's peak RSS
-(VmHWM) stays within a few MiB.
+Issue 18 items 2 and 3, scaled down to run in seconds: each attack would grow the target by
+250 MiB or more without the bounds (measured on the code before them: 45 -> 296 MiB for the
+learner's many-frames message, 284 -> 584 MiB for the robot server's, 45 -> 458 MiB for
+never-reading peers); with them, the target's peak RSS (VmHWM) stays within a few MiB.
 `scripts/memory_attacks.py` runs the issue's full sizes.
 """
 
@@ -22,7 +22,9 @@ from serl.transport.guard import HANDSHAKE_SLACK_BYTES, InboundGuard
 from serl.transport.sockets import recv_bounded
 from tests.transport.attacks import (
     learner_target,
+    memory_mib,
     multipart,
+    never_read,
     robot_target,
     settle,
 )
@@ -65,6 +67,17 @@ def test_a_message_of_many_small_frames_is_cut_off_by_the_robot_server(tmp_path:
     with robot_target(tmp_path) as (pid, endpoint):
         growth = _peak_growth(pid, multipart(endpoint, 16 << 10, frames=16000))  # 250 MiB
     assert growth < GROWTH_MIB, f"the robot server's peak grew {growth:.0f} MiB"
+
+
+def test_peers_that_spam_weights_requests_and_never_read_do_not_grow_the_learner(
+    tmp_path: Path,
+) -> None:
+    with learner_target(tmp_path, weights_mib=1.0) as (pid, endpoint):
+        before = settle(pid, quiet_s=0.5)
+        never_read(endpoint, peers=20, seconds=5.0)
+        after = memory_mib(pid)
+    growth = after["peak"] - before["peak"]
+    assert growth < GROWTH_MIB, f"the learner's peak grew {growth:.0f} MiB"
 
 
 def _router_with_guard(per_peer: int, total: int) -> tuple[zmq.Context, zmq.Socket, InboundGuard]:

@@ -97,7 +97,11 @@ def robot_target(tmp_path: Path) -> Iterator[tuple[int, str]]:
     config = tmp_path / "robot-server.json"
     config.write_text(json.dumps({"endpoint": endpoint, "sim": {"realtime": False}}))
     log = (tmp_path / "robot-server.log").open("wb")
-    env = child_env() | {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    # This checkout's code, whatever the `serl` script was installed from.
+    env = child_env() | {
+        "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     serl = str(Path(sys.executable).parent / "serl")
     command = [serl, "robot-server", "--config", str(config)]
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -43,28 +43,42 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+LOCAL_SCHEMES = ("ipc", "inproc")
+"""Transports only this machine can reach (ipc: a socket file, guarded by its permissions)."""
+
+
 def bind_endpoint(endpoint: str, *, secure: bool, insecure: bool) -> str:
     """Check the bind policy and turn port 0 into ZeroMQ's ephemeral-port wildcard.
 
-    ipc:// and inproc:// are local; tcp:// must be loopback unless `secure` (CURVE) or
-    `insecure` (the user accepted plain TCP on a trusted network).
+    ipc:// and inproc:// are local; tcp:// must be loopback, and any other transport (tipc://,
+    vmci://, ws://, ... which other machines can reach) is refused, unless `secure` (CURVE) or
+    `insecure` (the user accepted an unauthenticated socket on a trusted network).
     """
-    if not endpoint.startswith("tcp://"):
+    scheme, sep, address = endpoint.partition("://")
+    if sep and scheme in LOCAL_SCHEMES:
         return endpoint
-    host, sep, port = endpoint[len("tcp://") :].rpartition(":")
+    if scheme != "tcp":
+        _check_reachable(endpoint, f"{scheme}:// reaches beyond this machine", secure, insecure)
+        return endpoint
+    host, sep, port = address.rpartition(":")
     if not sep or not host:
         raise ValueError(f"endpoint {endpoint!r} is not tcp://HOST:PORT")
     if not is_loopback_host(host):
-        if not secure and not insecure:
-            raise InsecureBindError(
-                f"refusing to bind {endpoint} without CURVE keys: anyone who can reach it "
-                "could inject transitions. Generate keys with `serl keys generate DIR` and "
-                "pass them (curve=load_server_keys(DIR)), or pass insecure=True (--insecure) "
-                "on a trusted network."
-            )
-        if insecure and not secure:
-            logger.warning("binding %s without encryption or authentication (insecure)", endpoint)
+        _check_reachable(endpoint, "anyone who can reach it", secure, insecure)
     return f"tcp://{host}:{'*' if port == '0' else port}"
+
+
+def _check_reachable(endpoint: str, who: str, secure: bool, insecure: bool) -> None:
+    """Refuse an endpoint other machines can reach, unless CURVE or `insecure`."""
+    if not secure and not insecure:
+        raise InsecureBindError(
+            f"refusing to bind {endpoint} without CURVE keys: {who} could inject "
+            "transitions or commands. Generate keys with `serl keys generate DIR` and pass them "
+            "(curve=load_server_keys(DIR)), or pass insecure=True (--insecure) on a trusted "
+            "network."
+        )
+    if insecure and not secure:
+        logger.warning("binding %s without encryption or authentication (insecure)", endpoint)
 
 
 def recv_bounded(

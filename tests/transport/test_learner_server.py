@@ -16,7 +16,7 @@ from serl.transport.client import ActorClient
 from serl.transport.codec import Limits, encode
 from serl.transport.protocol import ChunkRejected, HandshakeRefused, TransitionSpec
 from serl.transport.server import LearnerServer
-from serl.transport.sockets import InsecureBindError
+from serl.transport.sockets import InsecureBindError, bind_endpoint
 from tests.transport.helpers import (
     CONFIG_HASH,
     IMAGE_SPEC,
@@ -403,3 +403,17 @@ def test_an_implausible_skip_on_a_first_hello_is_refused() -> None:
     finally:
         peer.close()
         server.close()
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tipc://{5560,0}", "vmci://1:5560", "ws://0.0.0.0:5560", "TCP://0.0.0.0:5560"]
+)
+def test_transports_other_machines_can_reach_need_keys_like_tcp(endpoint: str) -> None:
+    with pytest.raises(InsecureBindError, match="without CURVE keys"):
+        bind_endpoint(endpoint, secure=False, insecure=False)
+    assert bind_endpoint(endpoint, secure=True, insecure=False) == endpoint
+
+
+@pytest.mark.parametrize("endpoint", ["ipc:///tmp/serl-learner.sock", "inproc://learner"])
+def test_local_transports_bind_without_keys(endpoint: str) -> None:
+    assert bind_endpoint(endpoint, secure=False, insecure=False) == endpoint

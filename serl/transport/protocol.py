@@ -87,7 +87,15 @@ DEFAULT_EXTRAS: dict[str, ArraySpec] = {
 
 
 class HandshakeRefused(RuntimeError):
-    """The learner and an actor disagree on protocol, config or spaces; the message says how."""
+    """The learner and an actor disagree on protocol, config or spaces; the message says how.
+
+    `for_peer` is what the refused side is told: the same without the refuser's config hash,
+    which the peer (unauthenticated without CURVE) has no business learning.
+    """
+
+    def __init__(self, message: str, for_peer: str | None = None) -> None:
+        super().__init__(message)
+        self.for_peer = message if for_peer is None else for_peer
 
 
 class ChunkRejected(ValueError):
@@ -392,23 +400,25 @@ def _spec_differences(ours: TransitionSpec, theirs: TransitionSpec, a: str, b: s
 def check_handshake(
     ours: Handshake, theirs: Handshake, *, ours_role: str = "learner", theirs_role: str = "actor"
 ) -> None:
-    """Raise HandshakeRefused listing every difference (values shown as ours vs theirs)."""
+    """Raise HandshakeRefused listing every difference (values shown as ours vs theirs); its
+    `for_peer` text leaves our config hash out."""
     a, b = ours_role, theirs_role
-    diffs = []
+    diffs, for_peer = [], []
     if ours.protocol_version != theirs.protocol_version:
         diffs.append(
             f"protocol version differs: {a} {ours.protocol_version} {b} {theirs.protocol_version}"
         )
     if ours.config_hash != theirs.config_hash:
-        diffs.append(
-            f"config hash differs: {a} {_short(ours.config_hash)} {b} {_short(theirs.config_hash)}"
+        theirs_hash = _short(theirs.config_hash)
+        diffs.append(f"config hash differs: {a} {_short(ours.config_hash)} {b} {theirs_hash}")
+        for_peer.append(
+            f"config hash differs: {b} {theirs_hash} (the {a} logs its own when it starts)"
         )
     diffs += _spec_differences(ours.spec, theirs.spec, a, b)
     if diffs:
-        raise HandshakeRefused(
-            f"{b} {theirs.actor_id!r} (incarnation {theirs.incarnation}) refused by the {a}: "
-            + "; ".join(diffs)
-        )
+        who = f"{b} {theirs.actor_id!r} (incarnation {theirs.incarnation}) refused by the {a}: "
+        for_peer += [d for d in diffs if not d.startswith("config hash")]
+        raise HandshakeRefused(who + "; ".join(diffs), who + "; ".join(for_peer))
 
 
 def get_int(fields: Mapping[str, Any], name: str, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:

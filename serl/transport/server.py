@@ -540,7 +540,7 @@ class LearnerServer:
         except HandshakeRefused as exc:
             self.stats["handshake_refused"] += 1
             logger.warning("%s", exc)
-            self._send(routing_id, Kind.REFUSED, {"reason": str(exc), "conn": conn})
+            self._send(routing_id, Kind.REFUSED, {"reason": exc.for_peer, "conn": conn})
             return
         key = (theirs.actor_id, theirs.incarnation)
         if (problem := self._implausible_hello(key, first_seq)) is not None:

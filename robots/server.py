@@ -11,9 +11,11 @@ reply; a decodable but invalid request gets an ``error`` reply and is counted un
 
 Safety is enforced here, whoever the client is (DESIGN §5):
 
-* every motion target goes through `robots.safety.SafetyFilter`: NaN/Inf commands are
-  rejected and the arm holds (``rejected:nonfinite``); the workspace box, the per-step and
-  the speed limits clamp the target (``clamped:<limit>``);
+* every motion target goes through `robots.safety.SafetyFilter`: NaN/Inf commands, and
+  rotations or quaternions whose norm overflows to Inf, are rejected and the arm holds
+  (``rejected:nonfinite``); the workspace box, the per-step and the speed limits clamp the
+  target (``clamped:<limit>``); a motion command that fails inside the server for any other
+  reason (``refused:internal_error``) also leaves the arm holding;
 * a watchdog holds the arm when no motion command arrived for `watchdog_timeout_s`
   (``watchdog:hold``) and stops the motion after `watchdog_stop_s` (``watchdog:stop``); the
   next motion command resumes;
@@ -70,6 +72,8 @@ POLL_PERIOD_MS = 5
 """The loop wakes at least this often to run the watchdog."""
 MAX_MESSAGES_PER_POLL = 64
 """Bound on the work of one `poll` before the watchdog runs again."""
+MOTION_KINDS = ("move_delta", "move_to")
+"""Requests that command the arm: one that fails for any reason leaves the arm holding."""
 RCVHWM = 8
 """Requests queued per client before ZeroMQ stops reading it; a client waits for each reply."""
 MAX_INBOUND_BYTES = 16 << 20
@@ -252,6 +256,14 @@ class RobotServer:
             self._count("watchdog:stop", f"no motion command for {idle:.3f} s; motion stopped")
             self._backend_call(self.backend.stop)
 
+    def _hold(self) -> None:
+        """Hold the arm where it is (a refused or failed motion command); the next accepted
+        motion command resumes."""
+        if not self.held:
+            self.held = True
+            self.safety.forget_timing()
+            self._backend_call(self.backend.hold)
+
     def _backend_call(self, fn: Callable[[], None]) -> None:
         try:
             fn()
@@ -284,6 +296,8 @@ class RobotServer:
         except Exception as exc:  # a bug or a driver error must not take the server down
             self.stats["refused:internal_error"] += 1
             logger.exception("error while handling a %r request", message.kind)
+            if message.kind in MOTION_KINDS:  # whatever failed, the arm must not go on moving
+                self._hold()
             self._error(routing_id, rid, "internal_error", f"{type(exc).__name__}: {exc}")
             return
         if reply is not None:
@@ -329,9 +343,11 @@ class RobotServer:
         dpos, drot = request["dpos"], request.get("drot")
         target_quat = state.ee_quat
         if drot is not None:
+            # A rotation vector whose angle overflows (finite entries, Inf norm) is as
+            # meaningless as a NaN one: both reach the safety filter as a NaN target.
             target_quat = (
                 quat_mul(quat_from_rotvec(drot), state.ee_quat)
-                if np.all(np.isfinite(drot))
+                if np.isfinite(np.linalg.norm(drot))
                 else np.full(4, np.nan)
             )
         return self._move(state.ee_pos, state.ee_quat, state.ee_pos + dpos, target_quat, request)
@@ -363,8 +379,8 @@ class RobotServer:
                 f"rejected:{decision.rejected}",
                 f"motion command to {np.asarray(target_pos).tolist()} refused; the arm holds",
             )
-            if decision.rejected == "nonfinite" and not self.held:
-                self._backend_call(self.backend.hold)
+            if decision.rejected == "nonfinite":
+                self._hold()
         else:
             for limit in decision.clamped:
                 self._count(f"clamped:{limit}", f"target {np.asarray(target_pos).tolist()} limited")

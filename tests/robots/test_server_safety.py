@@ -44,6 +44,42 @@ def test_nan_command_is_rejected_counted_and_the_arm_holds(
     assert stats(client)["rejected:nonfinite"] == 3
 
 
+def test_rotations_whose_norm_overflows_are_rejected_and_the_arm_holds(
+    make_server: Server, make_client: Client
+) -> None:
+    client = make_client(make_server().endpoint)
+    before = client.get_state()["ee_pos"]
+    huge = 1e308  # finite, but the norm of two of them is Inf
+    for result in (
+        client.move_delta([0.01, 0.0, 0.0], [huge, huge, 0.0]),
+        client.move_to(before, [huge, huge, 0.0, 0.0]),
+    ):
+        assert not result.accepted and result.reason == "nonfinite"
+        assert result.state["held"]
+    np.testing.assert_allclose(client.get_state()["ee_pos"], before, atol=1e-3)
+    counters = stats(client)
+    assert counters["rejected:nonfinite"] == 2 and "refused:internal_error" not in counters
+
+
+def test_a_motion_command_that_fails_inside_the_server_leaves_the_arm_holding(
+    make_server: Server, make_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_server()
+    client = make_client(server.endpoint)
+    assert client.move_delta([0.01, 0.0, 0.0]).accepted
+    holds = []
+    monkeypatch.setattr(server.backend, "hold", lambda: holds.append(True))
+
+    def broken(pos: np.ndarray, quat: np.ndarray) -> None:
+        raise ZeroDivisionError("a bug in a driver")
+
+    monkeypatch.setattr(server.backend, "command_pose", broken)
+    with pytest.raises(RobotServerError, match="internal_error"):
+        client.move_delta([0.01, 0.0, 0.0])
+    assert holds == [True]
+    assert client.get_state()["held"]
+
+
 def test_target_outside_the_box_is_clamped_into_it(
     make_server: Server, make_client: Client
 ) -> None:

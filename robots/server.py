@@ -22,7 +22,10 @@ Safety is enforced here, whoever the client is (DESIGN §5):
 * ``estop`` always works: it needs no session or state, is handled in the same loop as
   everything else, and ROUTER fair-queues between peers, so a client flooding commands
   cannot starve another client's e-stop. While e-stopped every motion and reset is refused
-  (``rejected:estopped``) until ``release_estop``;
+  (``rejected:estopped``) until ``release_estop`` from every client that pressed it (another
+  client's release is refused, ``refused:estop_owner``), or a release at the robot PC
+  (`RobotServer.release_estop_locally`, SIGUSR1 to `serl robot-server`); each release is
+  logged;
 * resets run on a worker thread, so the loop (and the e-stop) keeps serving during a long
   joint motion on a real arm; motion commands during a reset are refused
   (``rejected:resetting``);
@@ -61,7 +64,12 @@ from robots.protocol import (
     validate_request,
 )
 from robots.safety import Decision, SafetyFilter, quat_from_rotvec, quat_mul, quat_normalize
-from serl.transport.auth import ZapHandler, configure_server_socket, load_server_keys
+from serl.transport.auth import (
+    ZapHandler,
+    configure_server_socket,
+    load_server_keys,
+    peer_user_id,
+)
 from serl.transport.codec import WireError, decode, encode
 from serl.transport.guard import InboundGuard, peer_budget
 from serl.transport.sockets import bind_endpoint, recv_bounded
@@ -72,6 +80,8 @@ POLL_PERIOD_MS = 5
 """The loop wakes at least this often to run the watchdog."""
 MAX_MESSAGES_PER_POLL = 64
 """Bound on the work of one `poll` before the watchdog runs again."""
+MAX_CLIENT_LEN = 64
+"""Longest client token a request may name (`RobotClient` sends 32 hex digits)."""
 MOTION_KINDS = ("move_delta", "move_to")
 """Requests that command the arm: one that fails for any reason leaves the arm holding."""
 RCVHWM = 8
@@ -123,6 +133,12 @@ class RobotServer:
         self._last_move = 0.0
         self._reset_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robot-reset")
         self._reset: tuple[bytes, int, Future[None]] | None = None
+        self._estop_owners: set[str] = set()
+        """The clients (`_requester`) whose e-stop holds the arm; each must release it."""
+        self._local_release = threading.Event()
+        """Set by `release_estop_locally` (any thread, a signal handler); the loop acts on it."""
+        self._peer_key = ""
+        """The CURVE public key of the request being handled ("" without CURVE)."""
         self._log_times: dict[str, float] = {}
         self._log_repeats: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
@@ -186,9 +202,18 @@ class RobotServer:
                 break
             handled += 1
             self._handle(frames)
+        if self._local_release.is_set():
+            self._local_release.clear()
+            self._release_estop("on the robot PC")
         self._finish_reset()
         self._watchdog()
         return handled
+
+    def release_estop_locally(self) -> None:
+        """Release the e-stop whoever set it, from the robot PC (what SIGUSR1 does to `serl
+        robot-server`): the deliberate act of someone who can see the arm. Thread-safe; the
+        serving loop releases within one poll and logs it."""
+        self._local_release.set()
 
     def serve(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         """Run the loop until `should_stop()` or `close()`, then hold the arm."""
@@ -274,6 +299,7 @@ class RobotServer:
     # ------------------------------------------------------------------ messages
     def _handle(self, frames: list[zmq.Frame]) -> None:
         routing_id = frames[0].bytes
+        self._peer_key = peer_user_id(frames[-1]) if self._zap is not None else ""
         try:
             message = decode(frames[1:], self.limits)
             rid = request_id(message)
@@ -479,22 +505,60 @@ class RobotServer:
         self.profile = name
         return {"profile": name}, {}
 
+    def _requester(self, request: dict, routing_id: bytes) -> str:
+        """Who sent a request: its CURVE key (with CURVE) and the client token it names, or
+        its connection when it names none."""
+        client = request.get("client")
+        if client is not None and not 0 < len(client) <= MAX_CLIENT_LEN:
+            raise RequestError("bad_fields", f"client {client!r} is not 1..{MAX_CLIENT_LEN} chars")
+        return f"{self._peer_key}/{client if client is not None else routing_id.hex()}"
+
     def _on_estop(self, request: dict, routing_id: bytes, rid: int) -> Reply:
+        self._estop_owners.add(self._requester(request, routing_id))
         self.estopped = True
         self._armed = False
         self.stats["estops"] += 1
-        logger.warning("E-STOP requested; motion refused until release_estop")
+        logger.warning(
+            "E-STOP requested by client %s; motion refused until every client that pressed it "
+            "releases it, or it is released on the robot PC (kill -USR1 the server)",
+            self._requester(request, routing_id),
+        )
         self._backend_call(self.backend.estop)
         return {"estopped": True}, {}
 
     def _on_release_estop(self, request: dict, routing_id: bytes, rid: int) -> Reply:
-        if self.estopped:
-            self.backend.release_estop()
-            self.safety.forget_timing()
-            logger.warning("e-stop released")
+        if not self.estopped:
+            return {"estopped": False}, {}
+        requester = self._requester(request, routing_id)
+        if requester not in self._estop_owners:
+            raise RequestError(
+                "estop_owner",
+                f"the e-stop was set by {len(self._estop_owners)} other client(s); only a "
+                "client that pressed it can release it, or someone at the robot PC (kill -USR1 "
+                "the robot server's process)",
+            )
+        self._estop_owners.discard(requester)
+        if self._estop_owners:
+            logger.warning("client %s released its e-stop; others still hold it", requester)
+            raise RequestError(
+                "estop_held",
+                f"released your e-stop, but {len(self._estop_owners)} other client(s) pressed it "
+                "too and must release it as well (or release it at the robot PC)",
+            )
+        self._release_estop(f"by client {requester}, which set it")
+        return {"estopped": False}, {}
+
+    def _release_estop(self, how: str) -> None:
+        """Let the arm move again (it holds its pose until the next motion command)."""
+        if not self.estopped:
+            return
+        self.backend.release_estop()
+        self.safety.forget_timing()
+        self._estop_owners.clear()
         self.estopped = False
         self.held = True
-        return {"estopped": False}, {}
+        self.stats["estop_releases"] += 1
+        logger.warning("e-stop released %s", how)
 
     def _on_render(self, request: dict, routing_id: bytes, rid: int) -> Reply:
         return {}, {"frame": self.backend.render(request["camera"])}

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from serl.transport.auth import ServerKeys, ZapHandler, configure_server_socket
+from serl.transport.auth import ServerKeys, ZapHandler, configure_server_socket, peer_user_id
 from serl.transport.codec import DEFAULT_LIMITS, Limits, Message, WireError, decode, encode
 from serl.transport.guard import HANDSHAKE_SLACK_BYTES, InboundGuard, peer_budget
 from serl.transport.protocol import (
@@ -107,14 +107,6 @@ one, empty)."""
 MAX_SKIPPED_CHUNKS = 1_000_000
 """Most chunks an actor's first hello may declare lost (first_seq past the cursor): what a
 checkpoint interval of a fast actor can hold; a forged 1e15 or 2**63 - 1 is refused."""
-
-
-def _user_id(frame: zmq.Frame) -> str:
-    """The ZAP user id libzmq attached to a received frame (the peer's CURVE key), or ""."""
-    try:
-        return frame.get("User-Id") or ""
-    except (zmq.ZMQError, AttributeError, TypeError):
-        return ""
 
 
 def _source_fd(frame: zmq.Frame) -> int:
@@ -440,7 +432,7 @@ class LearnerServer:
 
     def _handle(self, frames: list[zmq.Frame], result: PollResult) -> None:
         routing_id = frames[0].bytes
-        self._peer_key = _user_id(frames[-1]) if self._zap is not None else ""
+        self._peer_key = peer_user_id(frames[-1]) if self._zap is not None else ""
         self._peer_fd = _source_fd(frames[-1])
         try:
             message = decode(frames[1:], self.limits)

@@ -191,6 +191,52 @@ def test_estop_works_while_another_client_streams_commands(
     assert streamer.move_delta([0.0, 0.0, 0.005]).accepted
 
 
+def test_only_a_client_that_set_the_estop_can_release_it(
+    make_server: Server, make_client: Client
+) -> None:
+    endpoint = make_server().endpoint
+    button, other = make_client(endpoint), make_client(endpoint)
+    button.estop()
+    with pytest.raises(RobotServerError, match="estop_owner"):
+        other.release_estop()
+    assert other.get_state()["estopped"]
+    assert not other.move_delta([0.0, 0.0, 0.005]).accepted
+    button.release_estop()
+    assert other.move_delta([0.0, 0.0, 0.005]).accepted
+    counters = stats(other)
+    assert counters["refused:estop_owner"] == 1 and counters["estop_releases"] == 1
+
+
+def test_every_client_that_pressed_the_estop_must_release_it(
+    make_server: Server, make_client: Client
+) -> None:
+    endpoint = make_server().endpoint
+    first, second = make_client(endpoint), make_client(endpoint)
+    first.estop()
+    second.estop()
+    with pytest.raises(RobotServerError, match="estop_held"):
+        first.release_estop()
+    assert first.get_state()["estopped"]
+    second.release_estop()
+    assert not first.get_state()["estopped"]
+
+
+def test_the_robot_pc_releases_an_estop_whoever_set_it(
+    make_server: Server, make_client: Client
+) -> None:
+    server = make_server()
+    gone = make_client(server.endpoint)
+    gone.estop()
+    gone.close()  # the client that pressed it is gone
+    server.release_estop_locally()
+    client = make_client(server.endpoint)
+    deadline = time.monotonic() + 5.0
+    while client.get_state()["estopped"]:
+        assert time.monotonic() < deadline, "the local release did not happen"
+        time.sleep(0.01)
+    assert client.move_delta([0.0, 0.0, 0.005]).accepted
+
+
 @pytest.mark.parametrize(
     "dq",
     [

@@ -532,7 +532,10 @@ class Learner:
             self._copy_interventions(chunk, index, next_obs, versions)
         self.counters.env_steps += n
         self.counters.chunks += 1
-        acted = versions[versions >= 0]
+        acted = versions[(versions >= 0) & (versions <= self.server.weights_version)]
+        ahead = int(np.count_nonzero(versions > self.server.weights_version))
+        if ahead:  # weights of an earlier incarnation of this learner (after --resume), or a lie
+            self.stats["policy_version_ahead"] += ahead
         if acted.size:
             lag = self.server.weights_version - acted
             self._window.add("learner/policy_lag_mean", float(lag.mean()), int(acted.size))
@@ -540,8 +543,15 @@ class Learner:
 
     def _out_of_range(self, chunk: Chunk) -> str | None:
         """Why a chunk's values cannot be trained on although finite (the protocol already
-        refused NaN/Inf): an action outside the action space (agents act in [-1, 1]), or a
-        reward or float observation entry beyond the configured magnitudes."""
+        refused NaN/Inf): an action outside the action space (agents act in [-1, 1]), a
+        reward or float observation entry beyond the configured magnitudes, or a policy
+        version below -1 (actors tag random actions -1 and policy actions with the weights'
+        version, >= 0). A version above this learner's is kept but left out of the lag
+        metrics (`policy_version_ahead`): an actor may still act with the weights of the
+        learner's previous incarnation after a --resume."""
+        versions = chunk.extras.get("policy_version")
+        if versions is not None and versions.size and int(versions.min()) < -1:
+            return f"policy_version {int(versions.min())} < -1"
         space = self.action_space
         action = np.asarray(chunk.action, dtype=np.float64)
         if np.any(action < space.low - ACTION_TOLERANCE) or np.any(

@@ -158,6 +158,57 @@ def _episode_path(path: str | os.PathLike[str], episode_id: int) -> Path:
     return _episode_dir(path) / f"episode_{episode_id:06d}.hdf5"
 
 
+# ---------------------------------------------------------------------------- untrusted files
+def open_hdf5(file: Path, root: Path) -> h5py.File:
+    """Open an HDF5 file of a dataset rooted at `root` for reading, after checking that
+    nothing in it reads data from outside `root`.
+
+    HDF5 follows an external link, an external raw-data file or a virtual dataset's sources
+    wherever they point, so a dataset someone sent could make the loader read (and put into a
+    replay buffer, a log, an error message) any file this user can read. Refused, with
+    DatasetError: external links that are absolute or lead out of `root` (or to no file
+    there, where HDF5 would go on to search the working directory), datasets with external
+    storage or a virtual layout. External links to files inside `root` (the links of
+    main_data.hdf5) are allowed, and those files are checked the same way.
+    """
+    _check_hdf5(file.resolve(), root.resolve(), set())
+    return h5py.File(file, "r")
+
+
+def _check_hdf5(file: Path, root: Path, seen: set[Path]) -> None:
+    if file in seen:
+        return
+    seen.add(file)
+    refused: list[str] = []
+    inside: list[Path] = []
+    try:
+        with h5py.File(file, "r") as fh:
+
+            def visit(name: str, link: h5py.HardLink | h5py.SoftLink | h5py.ExternalLink) -> None:
+                if isinstance(link, h5py.ExternalLink):
+                    target = Path(link.filename)
+                    resolved = (target if target.is_absolute() else file.parent / target).resolve()
+                    if resolved.is_relative_to(root) and resolved.is_file():
+                        inside.append(resolved)
+                    else:
+                        refused.append(f"{name} links to {link.filename}")
+                elif isinstance(link, h5py.HardLink):
+                    node = fh[name]
+                    if isinstance(node, h5py.Dataset) and (node.external or node.is_virtual):
+                        refused.append(f"{name} keeps its data in other files")
+
+            fh.visititems_links(visit)
+    except OSError as exc:
+        raise DatasetError(f"{file}: unreadable HDF5 file ({exc})") from exc
+    if refused:
+        raise DatasetError(
+            f"{file}: refused, it would read data from outside the dataset {root}: "
+            + "; ".join(refused)
+        )
+    for target in inside:
+        _check_hdf5(target, root, seen)
+
+
 # ---------------------------------------------------------------------------- writing
 @contextlib.contextmanager
 def _atomic(target: Path, suffix: str = ".tmp") -> Iterator[Path]:
@@ -227,7 +278,7 @@ def _rebuild_index(path: str | os.PathLike[str], metadata: Mapping[str, Any]) ->
     ids = episode_ids(path)
     steps = 0
     for i in ids:
-        with h5py.File(_episode_path(path, i), "r") as fh:
+        with open_hdf5(_episode_path(path, i), Path(path)) as fh:
             steps += int(fh[f"episode_{i}"].attrs["total_steps"])
     data = _data_dir(path)
     with _atomic(data / "main_data.hdf5") as tmp, h5py.File(tmp, "w") as fh:
@@ -288,7 +339,7 @@ def read_episode(path: str | os.PathLike[str], episode_id: int) -> Episode:
     """Episode `episode_id` of the dataset at `path`."""
     file = _episode_path(path, episode_id)
     try:
-        with h5py.File(file, "r") as fh:
+        with open_hdf5(file, Path(path)) as fh:
             group = fh[f"episode_{episode_id}"]
             seed = _decode(group.attrs.get("seed", "None"))
             infos = group["infos"] if "infos" in group else {}

@@ -151,3 +151,40 @@ def test_kill_9_during_appends_leaves_every_finished_episode_readable(tmp_path: 
     # the next writer goes on from there
     append_episode(tmp_path, image_episode(2, 0))
     assert episode_ids(tmp_path) == list(range(n + 1))
+
+
+def _secret_file(folder: Path, rows: int) -> Path:
+    """An HDF5 file outside the dataset, shaped so that a loader following a link to it would
+    take it for the episode's observations."""
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = folder / "secret.h5"
+    with h5py.File(secret, "w") as fh:
+        fh["front"] = np.full((rows, 8, 8, 3), 7, np.uint8)
+    return secret
+
+
+@pytest.mark.parametrize("absolute", [True, False])
+def test_an_episode_linking_to_a_file_outside_the_dataset_is_refused(
+    tmp_path: Path, absolute: bool
+) -> None:
+    root = tmp_path / "dataset"
+    append_episode(root, image_episode(3, 0))
+    secret = _secret_file(tmp_path / "elsewhere", rows=4)
+    target = str(secret) if absolute else os.path.relpath(secret, root / "data" / "episodes")
+    with h5py.File(root / "data" / "episodes" / "episode_000000.hdf5", "a") as fh:
+        del fh["episode_0/observations/front"]
+        fh["episode_0/observations/front"] = h5py.ExternalLink(target, "/front")
+    with pytest.raises(DatasetError, match="outside the dataset.*links to .*secret.h5"):
+        load_dataset(root)
+
+
+def test_a_dataset_keeping_its_data_in_an_external_raw_file_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "dataset"
+    append_episode(root, image_episode(3, 0))
+    raw = tmp_path / "elsewhere.bin"
+    raw.write_bytes(bytes(4 * 8))
+    with h5py.File(root / "data" / "episodes" / "episode_000000.hdf5", "a") as fh:
+        del fh["episode_0/rewards"]
+        fh.create_dataset("episode_0/rewards", (4,), "f8", external=[(str(raw), 0, 32)])
+    with pytest.raises(DatasetError, match="keeps its data in other files"):
+        load_dataset(root)

@@ -89,3 +89,20 @@ def test_sim_collect_npz_imports_per_episode_with_quality_metadata(tmp_path):
     assert (first.success, second.success) == (True, False)
     assert second.truncations.tolist() == [False, False, True]
     assert data.metadata["quality"] == "noisy" and data.metadata["env_id"] == "sim:PandaReach-v0"
+
+
+def test_a_minari_file_linking_outside_its_dataset_is_refused(tmp_path):
+    elsewhere = minari_dataset(tmp_path / "elsewhere", [(4, True)])
+    src = tmp_path / "minari"
+    (src / "data").mkdir(parents=True)
+    with h5py.File(src / "data" / "main_data.hdf5", "w") as fh:
+        target = str(elsewhere / "data" / "main_data.hdf5")
+        fh["episode_0"] = h5py.ExternalLink(target, "/episode_0")
+    with pytest.raises(DatasetError, match="outside the dataset"):
+        list(read_minari(src))
+
+
+def test_a_serl_dataset_reads_as_minari_through_its_links(tmp_path):
+    src = minari_dataset(tmp_path / "minari", [(4, True), (6, False)])
+    import_minari(src, tmp_path / "serl")
+    assert [len(e) for e in read_minari(tmp_path / "serl")] == [4, 6]

@@ -23,7 +23,8 @@ The episode files are the truth: `load_dataset` reads them, and the index and me
 rebuilt (atomically, after every episode) from them. Whatever instant a writer is killed at,
 even with ``kill -9`` mid-episode, every episode whose `append_episode` returned is intact;
 an episode in progress leaves at most a temp file, which readers ignore and the next writer
-deletes.
+deletes when it opens the dataset (`recover_dataset`), and an index one episode behind, which
+whoever opens the dataset next rebuilds.
 
 Beyond Minari's fields an episode carries ``success`` (bool) and ``source`` (a transition
 source of `serl.data.tags`, "demo" for teleoperated demonstrations) as group attributes, and
@@ -303,6 +304,45 @@ def remove_stale_temp_files(path: str | os.PathLike[str]) -> int:
     return removed
 
 
+def _index_lags(path: str | os.PathLike[str], ids: list[int]) -> bool:
+    """Whether main_data.hdf5 or metadata.json does not list exactly the episode files (a
+    writer killed between an episode's file and the index)."""
+    main = _data_dir(path) / "main_data.hdf5"
+    if not main.is_file():
+        return True
+    try:
+        with h5py.File(main, "r") as fh:  # link names only: nothing is followed
+            linked = set(fh.keys())
+    except OSError:
+        return True
+    total = _read_metadata(path).get("total_episodes")
+    return linked != {f"episode_{i}" for i in ids} or total != len(ids)
+
+
+def recover_dataset(path: str | os.PathLike[str], *, writer: bool = True) -> None:
+    """Repair what a writer killed mid-append left at `path`, when the dataset is opened.
+
+    The index (main_data.hdf5, metadata.json) is rebuilt from the episode files when it
+    lags them, so Minari readers see every complete episode without waiting for the next
+    append. A `writer` (one per dataset at a time) also deletes the temp files of the killed
+    write; a reader never does, since they may be a running writer's. A reader that may not
+    write the dataset leaves the index as it is (the episode files are the truth either way).
+    """
+    if writer:
+        stale = remove_stale_temp_files(path)
+        if stale:
+            logger.info("removed %d temp file(s) of an interrupted write in %s", stale, path)
+    ids = episode_ids(path)
+    if not ids or not _index_lags(path, ids):
+        return
+    try:
+        _rebuild_index(path, _read_metadata(path))
+    except OSError as exc:
+        logger.warning("%s: its index lags its episode files and cannot be rebuilt (%s)", path, exc)
+        return
+    logger.info("rebuilt the index of %s from its %d episode files", path, len(ids))
+
+
 def append_episode(
     path: str | os.PathLike[str], episode: Episode, metadata: Mapping[str, Any] | None = None
 ) -> int:
@@ -371,7 +411,10 @@ def iter_episodes(path: str | os.PathLike[str]) -> Iterator[Episode]:
 
 
 def load_dataset(path: str | os.PathLike[str]) -> Dataset:
-    """All of the dataset at `path`: metadata and every complete episode."""
+    """All of the dataset at `path`: metadata and every complete episode (its index is
+    repaired first if a killed writer left it behind, `recover_dataset`)."""
+    if _data_dir(path).is_dir():
+        recover_dataset(path, writer=False)
     episodes = list(iter_episodes(path))
     return Dataset(Path(path), _read_metadata(path), episodes)
 

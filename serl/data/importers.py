@@ -37,6 +37,7 @@ from serl.data.datasets import (
     Observations,
     append_episode,
     open_hdf5,
+    recover_dataset,
 )
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ def import_minari(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> i
         "env_id": _env_id(meta),
     }
     count = 0
+    recover_dataset(dst)
     for episode in read_minari(src):
         append_episode(dst, episode, extra)
         count += 1
@@ -222,6 +224,7 @@ def import_collect_npz(src: str | os.PathLike[str], dst: str | os.PathLike[str])
         "quality": meta.get("quality"),
         "noise_std": meta.get("noise_std"),
     }
+    recover_dataset(dst)
     for episode in episodes:
         append_episode(dst, episode, extra)
     return len(episodes)

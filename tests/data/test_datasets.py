@@ -23,6 +23,7 @@ from serl.data.datasets import (
     append_episode,
     episode_ids,
     load_dataset,
+    recover_dataset,
 )
 from serl.data.replay import ReplayBuffer
 from serl.data.tags import source_code
@@ -188,3 +189,36 @@ def test_a_dataset_keeping_its_data_in_an_external_raw_file_is_refused(tmp_path:
         fh.create_dataset("episode_0/rewards", (4,), "f8", external=[(str(raw), 0, 32)])
     with pytest.raises(DatasetError, match="keeps its data in other files"):
         load_dataset(root)
+
+
+def _index_of_two_after_three_episodes(root: Path) -> None:
+    """A dataset of three episode files whose index lists two: a writer killed between the
+    third episode's file and the index."""
+    for seed in range(2):
+        append_episode(root, image_episode(3, seed))
+    data = root / "data"
+    saved = {name: (data / name).read_bytes() for name in ("main_data.hdf5", "metadata.json")}
+    append_episode(root, image_episode(3, 2))
+    for name, content in saved.items():
+        (data / name).write_bytes(content)
+
+
+def test_opening_a_dataset_rebuilds_an_index_a_killed_writer_left_behind(tmp_path: Path) -> None:
+    _index_of_two_after_three_episodes(tmp_path)
+    assert len(load_dataset(tmp_path).episodes) == 3
+    with h5py.File(tmp_path / "data" / "main_data.hdf5", "r") as fh:
+        assert sorted(fh.keys()) == ["episode_0", "episode_1", "episode_2"]
+        assert fh.attrs["total_episodes"] == 3
+        assert fh["episode_2/actions"].shape == (3, 2)  # the link leads to the episode file
+    metadata = json.loads((tmp_path / "data" / "metadata.json").read_text())
+    assert metadata["total_episodes"] == 3 and metadata["total_steps"] == 9
+
+
+def test_a_writer_opening_a_dataset_removes_a_killed_writes_temp_files(tmp_path: Path) -> None:
+    _index_of_two_after_three_episodes(tmp_path)
+    leftover = tmp_path / "data" / "episodes" / ".episode_000003.hdf5.x1y2.tmp"
+    leftover.write_bytes(bytes(1 << 20))
+    load_dataset(tmp_path)
+    assert leftover.exists()  # a reader never deletes: it may be a running writer's file
+    recover_dataset(tmp_path)
+    assert not leftover.exists()

@@ -713,12 +713,16 @@ class Learner:
                 f"{self.checkpoint_path} exists; pass --resume to continue that run, or choose "
                 "another --run-dir (a fresh start would overwrite it)"
             )
+        # A run killed inside its first checkpoint left temp files (and maybe a buffer file
+        # no checkpoint names): a replay buffer's worth of disk, which nothing would read.
+        self._remove_stale_files(keep=set())
 
     def _restore(self) -> dict[str, Any] | None:
         """Load agent, buffer, sampler, counters and actor table; return the saved cursors."""
         path = self.checkpoint_path
         if not path.exists():
             logger.warning("--resume: no checkpoint in %s yet; starting a new run", self.run_dir)
+            self._check_fresh()
             return None
         header, state = read_checkpoint(path)
         if header["config_hash"] != self.agreement.hash:

@@ -277,6 +277,21 @@ def test_checkpoint_writes_the_buffer_first_then_names_it_and_removes_older_file
     assert header["metadata"]["counters"]["env_steps"] == 40
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_learner_starting_without_a_checkpoint_deletes_a_killed_writes_files(
+    tmp_path, make_learner, resume: bool
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    leftovers = [run / ".replay-000001.npz.k1ll.tmp", run / ".checkpoint.safetensors.k1ll.tmp"]
+    for path in leftovers:
+        path.write_bytes(bytes(1 << 20))  # what a run killed inside its first checkpoint left
+    (run / "replay-000001.npz").write_bytes(bytes(1 << 20))  # a buffer no checkpoint names
+    make_learner(config(tmp_path, resume=resume))
+    assert not any(path.exists() for path in leftovers)
+    assert not list(run.glob("*.npz"))
+
+
 def test_a_kill_between_buffer_and_checkpoint_writes_resumes_from_the_older_pair(
     tmp_path, make_learner
 ) -> None:

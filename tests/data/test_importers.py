@@ -106,3 +106,13 @@ def test_a_serl_dataset_reads_as_minari_through_its_links(tmp_path):
     src = minari_dataset(tmp_path / "minari", [(4, True), (6, False)])
     import_minari(src, tmp_path / "serl")
     assert [len(e) for e in read_minari(tmp_path / "serl")] == [4, 6]
+
+
+def test_an_import_deletes_the_temp_files_of_a_killed_write(tmp_path):
+    src = minari_dataset(tmp_path / "minari", [(4, True)])
+    episodes = tmp_path / "serl" / "data" / "episodes"
+    episodes.mkdir(parents=True)
+    leftover = episodes / ".episode_000000.hdf5.k1ll.tmp"
+    leftover.write_bytes(bytes(1 << 20))
+    import_minari(src, tmp_path / "serl")
+    assert not leftover.exists()

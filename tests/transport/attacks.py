@@ -7,8 +7,9 @@ Targets (each its own process, so its peak RSS is its own):
   `publish_every_s`, until `stop_file` appears;
 * `robot`: `serl robot-server --config FILE` with the sim backend, the process that owns the arm.
 
-Attacks, run from the calling process: `multipart` sends one message of many frames (issue 18
-item 2); `never_read` connects peers that hello, spam `weights_request` and never read (item 3).
+Attacks, run from the calling process: `multipart` sends one message of many frames and
+`unfinished_message` one that never ends (issue 18 item 2); `never_read` connects peers that
+hello, spam `weights_request` and never read (item 3).
 `tests/transport/test_memory_bounds.py` runs them small; `scripts/memory_attacks.py` runs the
 issue's sizes and prints the figures docs/transport-memory.md quotes.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -136,6 +139,26 @@ def multipart(endpoint: str, frame_bytes: int, frames: int) -> Iterator[None]:
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+def unfinished_message(endpoint: str, frame_bytes: int, frames: int) -> socket.socket:
+    """Speak ZMTP 3.0 by hand (NULL mechanism, as a DEALER) and send `frames` frames that all
+    say more follow: a message libzmq assembles and never hands over. Returns the connection,
+    still open (unless the target closed it)."""
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    greeting = b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32)
+    sock.sendall(greeting)
+    sock.recv(64)
+    ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+    sock.sendall(b"\x04" + bytes([len(ready)]) + ready)
+    frame = b"\x03" + struct.pack(">Q", frame_bytes) + bytes(frame_bytes)  # MORE, long size
+    try:
+        for _ in range(frames):
+            sock.sendall(frame)
+    except OSError:  # the target ended the connection
+        pass
+    return sock
 
 
 def never_read(endpoint: str, peers: int, seconds: float) -> None:

@@ -19,6 +19,7 @@ import zmq
 
 from serl.transport.codec import Limits
 from serl.transport.guard import HANDSHAKE_SLACK_BYTES, InboundGuard
+from serl.transport.server import LearnerServer
 from serl.transport.sockets import recv_bounded
 from tests.transport.attacks import (
     learner_target,
@@ -27,7 +28,9 @@ from tests.transport.attacks import (
     never_read,
     robot_target,
     settle,
+    unfinished_message,
 )
+from tests.transport.helpers import CONFIG_HASH, STATE_SPEC, pump
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,6 +81,25 @@ def test_peers_that_spam_weights_requests_and_never_read_do_not_grow_the_learner
         after = memory_mib(pid)
     growth = after["peak"] - before["peak"]
     assert growth < GROWTH_MIB, f"the learner's peak grew {growth:.0f} MiB"
+
+
+def test_a_message_that_never_ends_is_cut_off_at_the_peer_budget() -> None:
+    server = LearnerServer(STATE_SPEC, CONFIG_HASH)
+    try:
+        # 50 MiB in frames under the 272 KiB frame cap; the budget for this spec is 4.3 MB.
+        sock = unfinished_message(server.data_endpoint, 256 << 10, frames=200)
+        sock.settimeout(5.0)
+        closed = False
+        try:
+            while not closed:  # the learner's READY command, then the end of the connection
+                closed = sock.recv(4096) == b""
+        except ConnectionResetError:
+            closed = True
+        sock.close()
+        pump(server, lambda _: server.stats["guard:dropped_peer"] >= 1, 5.0)
+        assert closed and server.stats["guard:dropped_peer"] == 1
+    finally:
+        server.close()
 
 
 def _router_with_guard(per_peer: int, total: int) -> tuple[zmq.Context, zmq.Socket, InboundGuard]:

@@ -16,10 +16,12 @@ handshake, the complete messages queued for the application, and the message bei
 A connection that holds more than `per_peer_bytes`, and while the sum over connections exceeds
 `total_bytes` the one that holds most, is shut down (shutdown(2) on its socket): libzmq then
 ends the connection and frees the frames of its unfinished message. A thread checks every
-`period_s`, so the bound holds while the application is busy (a learner inside an update).
+`period_s` (less often when so many connections are open that checking would take more than
+`MAX_CPU_SHARE` of a core), so the bound holds while the application is busy (a learner
+inside an update).
 
 What the bound is: at most `per_peer_bytes` per connection and `total_bytes` over all, in
-wire bytes, plus what a peer can send in one `period_s`. libzmq keeps a frame of up to 33
+wire bytes, plus what a peer can send between two checks. libzmq keeps a frame of up to 33
 bytes inside a 64-byte message struct, so a peer that sends empty frames (2 wire bytes each)
 makes libzmq use up to 32 times its wire bytes in memory; frames of a few hundred bytes or
 more cost about their size. Only TCP is accounted: ipc:// peers (local, behind file
@@ -55,6 +57,9 @@ HANDSHAKE_SLACK_BYTES = 64 * 1024
 metadata (measured: 107 bytes with NULL, 567 with CURVE)."""
 CURVE_FRAME_OVERHEAD = 33
 """CURVE sends each frame as a MESSAGE command: name (8 bytes), nonce (8), MAC (16), flags (1)."""
+MAX_CPU_SHARE = 0.05
+"""The guard checks less often than `period_s` when a check over many connections takes
+longer than this share of the time between checks (about 30 us per connection)."""
 _TCPI_BYTES_RECEIVED = 128
 """Offset of `tcpi_bytes_received` (u64) in Linux's struct tcp_info (Linux >= 4.1)."""
 _TCP_INFO_LEN = 256
@@ -182,7 +187,7 @@ class InboundGuard:
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._monitor, zmq.POLLIN)
-        timeout_ms = max(1, int(self.period_s * 1000))
+        timeout_ms = max(1, min(50, int(self.period_s * 1000)))  # `close` waits at most this
         next_check = 0.0
         try:
             while not self._stop.is_set():
@@ -191,7 +196,8 @@ class InboundGuard:
                 now = time.monotonic()
                 if _SUPPORTED and now >= next_check:
                     self._enforce()
-                    next_check = now + self.period_s
+                    spent = time.monotonic() - now
+                    next_check = now + max(self.period_s, spent / MAX_CPU_SHARE)
         except Exception:  # the guard must never take its process down
             logger.exception("inbound guard stopped; per-message bounds no longer enforced")
         finally:

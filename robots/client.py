@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,9 @@ class RobotClient:
         self.timeout_s = timeout_s
         self.reset_timeout_s = reset_timeout_s
         self._curve = curve
+        self.client_id = secrets.token_hex(16)
+        """Names this client to the server whichever socket it uses: an e-stop it sets can be
+        released by it (or at the robot PC) and by no other client."""
         self._rids = itertools.count(1)
         self._ctx = zmq.Context()
         self._sock = self._connect()
@@ -89,7 +93,7 @@ class RobotClient:
     def _connect(self) -> zmq.Socket:
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0
-        sock.maxmsgsize = CLIENT_LIMITS.max_message_bytes
+        sock.maxmsgsize = CLIENT_LIMITS.frame_cap
         if self._curve is not None:
             configure_client_socket(sock, self._curve)
         sock.connect(self.endpoint)
@@ -142,10 +146,16 @@ class RobotClient:
 
     def estop(self) -> None:
         """Stop the arm now; motion is refused until `release_estop`."""
-        self._call("estop")
+        self._call("estop", {"client": self.client_id})
 
     def release_estop(self) -> None:
-        self._call("release_estop")
+        """Release an e-stop this client set (a no-op when the arm is not e-stopped).
+
+        Raises RobotServerError 'estop_owner' if another client set it (release it there, or
+        at the robot PC: SIGUSR1 to `serl robot-server`), and 'estop_held' if other clients
+        pressed it too and have not released it yet.
+        """
+        self._call("release_estop", {"client": self.client_id})
 
     def render(self, camera: str) -> np.ndarray:
         """A uint8 (H, W, 3) frame of a server-side camera (the sim backend's MuJoCo cameras)."""

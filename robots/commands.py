@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -51,6 +53,8 @@ def _robot_server(args: list[str]) -> int:
         return 2
     print(f"robot server ({cfg.backend}) listening on {server.endpoint}", flush=True)
     print("safety: " + json.dumps(config_to_json(cfg)["safety"]), flush=True)
+    print(f"release an e-stop from this PC with: kill -USR1 {os.getpid()}", flush=True)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: server.release_estop_locally())
     with StopSignal() as stop:
         try:
             server.serve(lambda: stop.stop_requested)

@@ -219,8 +219,10 @@ class RobotServerConfig:
     """Profile applied at start."""
     reset_poses_rad: dict[str, tuple[float, ...]] = field(default_factory=dict)
     """Named joint poses `reset` may go to; 'home' defaults to the backend's home pose."""
-    max_message_bytes: int = 1 << 20
-    """Cap on one inbound request; larger ones are dropped unread."""
+    max_message_bytes: int = 64 << 10
+    """Cap on one inbound request (requests are a few hundred bytes); larger ones are dropped
+    unread, and a frame over `robots.protocol.SERVER_LIMITS.max_frame_bytes` ends the
+    connection."""
     sim: SimBackendConfig = SimBackendConfig()
     """Settings of the sim backend."""
     franka: FrankaBackendConfig = FrankaBackendConfig()

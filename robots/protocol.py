@@ -14,8 +14,8 @@ move_delta         [gripper] / dpos (3,), drot (3,)            accepted, reason,
 move_to            [gripper] / pos (3,), quat (4,) wxyz        accepted, reason, clamped + state
 reset              name | / q (n,)                            state (after the motion)
 set_compliance     profile                                    profile
-estop              -                                          estopped
-release_estop      -                                          estopped
+estop              [client]                                   estopped
+release_estop      [client]                                   estopped (only its setters)
 render             camera                                     frame (H, W, 3) uint8
 info               -                                          backend, limits, counters, ...
 =================  =========================================  ==============================
@@ -23,6 +23,12 @@ info               -                                          backend, limits, c
 ``move_delta`` is in physical units: metres and a rotation vector in radians (world frame),
 added to the *measured* pose (SERL's convention: a blocked arm never winds up a force).
 ``error`` replies carry ``reason`` (a short code) and ``message`` (what to do).
+
+``client`` names the calling client (`RobotClient` sends a random token, the same for its
+life, whichever socket it uses); without it a request is its connection's. An e-stop belongs
+to every client that pressed it: ``release_estop`` from any other client is refused
+(``estop_owner``), and the arm moves again only once each of them has released it, or the
+robot PC released it (`RobotServer.release_estop_locally`, SIGUSR1 to `serl robot-server`).
 """
 
 from __future__ import annotations
@@ -39,14 +45,17 @@ from serl.transport.codec import Limits, Message, WireError
 PROTOCOL_VERSION = 1
 
 SERVER_LIMITS = Limits(
-    max_message_bytes=1 << 20,
+    max_message_bytes=64 << 10,
+    max_frame_bytes=16 << 10,
     max_header_bytes=8 * 1024,
     max_arrays=4,
     max_ndim=2,
     max_str_len=256,
     max_container_len=32,
 )
-"""Inbound caps on the server: requests are a few small vectors."""
+"""Inbound caps on the server: requests are a header and a few small vectors (a joint vector
+of 2,048 float64 fits a frame), so libzmq refuses any larger frame before it is stored. Camera
+frames only go out, in replies."""
 
 CLIENT_LIMITS = Limits(
     max_message_bytes=64 << 20,
@@ -85,8 +94,8 @@ REQUESTS: dict[str, RequestSpec] = {
     ),
     "reset": RequestSpec(optional_fields=("name",), optional_arrays={"q": None}),
     "set_compliance": RequestSpec(fields=("profile",)),
-    "estop": RequestSpec(),
-    "release_estop": RequestSpec(),
+    "estop": RequestSpec(optional_fields=("client",)),
+    "release_estop": RequestSpec(optional_fields=("client",)),
     "render": RequestSpec(fields=("camera",)),
     "info": RequestSpec(),
 }
@@ -95,6 +104,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,),
     "profile": (str,),
     "camera": (str,),
+    "client": (str,),
 }
 
 

@@ -10,7 +10,8 @@ same rotation) and its angle ``2 atan2(|v|, w)`` is then in [0, pi]. So a yaw fr
 pi - 0.05 to -pi + 0.05 is a 0.1 rad step, not a 6.18 rad one, and a per-step rotation
 limit is right across +-pi.
 
-`SafetyFilter.check` applies, in order: reject non-finite input (the arm holds); clamp the
+`SafetyFilter.check` applies, in order: reject non-finite input, and a quaternion whose norm
+overflows to Inf (the arm holds); clamp the
 position target into the workspace box; cap the translation and the rotation from the
 measured pose at ``min(max_step, max_speed * dt)``, dt being the time since the previous
 accepted command (the per-step and the velocity limits); clip the gripper command to
@@ -176,7 +177,10 @@ class SafetyFilter:
         """The safe version of a target pose (absolute, base frame) given the measured pose."""
         if not all_finite(target_pos, target_quat, gripper):
             return Decision(rejected="nonfinite")
-        if not float(np.linalg.norm(target_quat)) > 1e-6:
+        norm = float(np.linalg.norm(target_quat))
+        if not math.isfinite(norm):  # finite entries whose norm overflows (e.g. 1e308)
+            return Decision(rejected="nonfinite")
+        if not norm > 1e-6:
             return Decision(rejected="zero_quaternion")
         cfg, decision = self.cfg, Decision()
         dt = self.nominal_period_s if self._last_time is None else now_s - self._last_time

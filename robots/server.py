@@ -1,24 +1,31 @@
 """The robot server: owns one arm through a backend and serves it over ZeroMQ, safely.
 
 One ROUTER socket, bound on loopback unless CURVE keys or `insecure` say otherwise
-(`serl.transport.sockets.bind_endpoint`), every inbound message capped (ZMQ_MAXMSGSIZE and
-`robots.protocol.SERVER_LIMITS`) and decoded by the codec, which never runs code (no pickle).
+(`serl.transport.sockets.bind_endpoint`), every inbound message capped (ZMQ_MAXMSGSIZE per
+frame, `robots.protocol.SERVER_LIMITS` per message, and what ZeroMQ may hold per client and
+for all of them, `serl.transport.guard.InboundGuard`) and decoded by the codec, which never
+runs code (no pickle).
 A message that fails decoding is counted under ``dropped:<reason>`` and dropped without a
 reply; a decodable but invalid request gets an ``error`` reply and is counted under
 ``refused:<reason>``. The server never raises because of what a peer sent.
 
 Safety is enforced here, whoever the client is (DESIGN §5):
 
-* every motion target goes through `robots.safety.SafetyFilter`: NaN/Inf commands are
-  rejected and the arm holds (``rejected:nonfinite``); the workspace box, the per-step and
-  the speed limits clamp the target (``clamped:<limit>``);
+* every motion target goes through `robots.safety.SafetyFilter`: NaN/Inf commands, and
+  rotations or quaternions whose norm overflows to Inf, are rejected and the arm holds
+  (``rejected:nonfinite``); the workspace box, the per-step and the speed limits clamp the
+  target (``clamped:<limit>``); a motion command that fails inside the server for any other
+  reason (``refused:internal_error``) also leaves the arm holding;
 * a watchdog holds the arm when no motion command arrived for `watchdog_timeout_s`
   (``watchdog:hold``) and stops the motion after `watchdog_stop_s` (``watchdog:stop``); the
   next motion command resumes;
 * ``estop`` always works: it needs no session or state, is handled in the same loop as
   everything else, and ROUTER fair-queues between peers, so a client flooding commands
   cannot starve another client's e-stop. While e-stopped every motion and reset is refused
-  (``rejected:estopped``) until ``release_estop``;
+  (``rejected:estopped``) until ``release_estop`` from every client that pressed it (another
+  client's release is refused, ``refused:estop_owner``), or a release at the robot PC
+  (`RobotServer.release_estop_locally`, SIGUSR1 to `serl robot-server`); each release is
+  logged;
 * resets run on a worker thread, so the loop (and the e-stop) keeps serving during a long
   joint motion on a real arm; motion commands during a reset are refused
   (``rejected:resetting``);
@@ -57,8 +64,14 @@ from robots.protocol import (
     validate_request,
 )
 from robots.safety import Decision, SafetyFilter, quat_from_rotvec, quat_mul, quat_normalize
-from serl.transport.auth import ZapHandler, configure_server_socket, load_server_keys
+from serl.transport.auth import (
+    ZapHandler,
+    configure_server_socket,
+    load_server_keys,
+    peer_user_id,
+)
 from serl.transport.codec import WireError, decode, encode
+from serl.transport.guard import InboundGuard, peer_budget
 from serl.transport.sockets import bind_endpoint, recv_bounded
 
 logger = logging.getLogger(__name__)
@@ -67,6 +80,14 @@ POLL_PERIOD_MS = 5
 """The loop wakes at least this often to run the watchdog."""
 MAX_MESSAGES_PER_POLL = 64
 """Bound on the work of one `poll` before the watchdog runs again."""
+MAX_CLIENT_LEN = 64
+"""Longest client token a request may name (`RobotClient` sends 32 hex digits)."""
+MOTION_KINDS = ("move_delta", "move_to")
+"""Requests that command the arm: one that fails for any reason leaves the arm holding."""
+RCVHWM = 8
+"""Requests queued per client before ZeroMQ stops reading it; a client waits for each reply."""
+MAX_INBOUND_BYTES = 16 << 20
+"""What ZeroMQ may hold for all clients' unread requests together (`InboundGuard`)."""
 LOG_EVERY_S = 1.0
 """At most one log line per rejection reason per second (repeats are counted in it)."""
 
@@ -91,10 +112,14 @@ class RobotServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
-        self.limits = replace(SERVER_LIMITS, max_message_bytes=cfg.max_message_bytes)
+        self.limits = replace(
+            SERVER_LIMITS,
+            max_message_bytes=cfg.max_message_bytes,
+            max_frame_bytes=min(cfg.max_message_bytes, SERVER_LIMITS.frame_cap),
+        )
         self.stats: Counter[str] = Counter()
         """Counts: requests, dropped:<why>, refused:<why>, rejected:<why>, clamped:<limit>,
-        watchdog:hold, watchdog:stop, estops."""
+        watchdog:hold, watchdog:stop, estops, guard:<why> (connections the inbound guard ended)."""
         self._clock = clock
         keys = load_server_keys(cfg.keys_dir) if cfg.keys_dir is not None else None
         bind = bind_endpoint(cfg.endpoint, secure=keys is not None, insecure=cfg.insecure)
@@ -108,23 +133,37 @@ class RobotServer:
         self._last_move = 0.0
         self._reset_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robot-reset")
         self._reset: tuple[bytes, int, Future[None]] | None = None
+        self._estop_owners: set[str] = set()
+        """The clients (`_requester`) whose e-stop holds the arm; each must release it."""
+        self._local_release = threading.Event()
+        """Set by `release_estop_locally` (any thread, a signal handler); the loop acts on it."""
+        self._peer_key = ""
+        """The CURVE public key of the request being handled ("" without CURVE)."""
         self._log_times: dict[str, float] = {}
         self._log_repeats: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ctx = zmq.Context()
         self._zap: ZapHandler | None = None
+        self._guard: InboundGuard | None = None
         try:
             self.backend.set_compliance(cfg.profiles[self.profile])
             if keys is not None:
                 self._zap = ZapHandler(self._ctx, keys.authorized_dir)
             self._sock = self._ctx.socket(zmq.ROUTER)
             self._sock.linger = 0
-            self._sock.maxmsgsize = self.limits.max_message_bytes
-            self._sock.rcvhwm = 64
+            self._sock.maxmsgsize = self.limits.frame_cap
+            self._sock.rcvhwm = RCVHWM
             self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             if keys is not None:
                 configure_server_socket(self._sock, keys)
+            budget = peer_budget(RCVHWM, self.limits.max_message_bytes, self.limits.max_arrays + 1)
+            self._guard = InboundGuard(
+                self._sock,
+                per_peer_bytes=budget,
+                total_bytes=MAX_INBOUND_BYTES,
+                curve=keys is not None,
+            )
             self._sock.bind(bind)
         except Exception:
             self.close()
@@ -149,9 +188,13 @@ class RobotServer:
         ready = dict(self._poller.poll(timeout_ms))
         if self._zap is not None and self._zap.socket in ready:
             self._zap.handle_pending()
+        assert self._guard is not None
+        self.stats.update(self._guard.take_counts())
         handled = 0
         for _ in range(MAX_MESSAGES_PER_POLL):
-            frames, reason = recv_bounded(self._sock, self.limits, extra_frames=1)
+            frames, reason = recv_bounded(
+                self._sock, self.limits, extra_frames=1, guard=self._guard
+            )
             if reason is not None:
                 self._count(f"dropped:{reason}", "message over the caps")
                 continue
@@ -159,9 +202,18 @@ class RobotServer:
                 break
             handled += 1
             self._handle(frames)
+        if self._local_release.is_set():
+            self._local_release.clear()
+            self._release_estop("on the robot PC")
         self._finish_reset()
         self._watchdog()
         return handled
+
+    def release_estop_locally(self) -> None:
+        """Release the e-stop whoever set it, from the robot PC (what SIGUSR1 does to `serl
+        robot-server`): the deliberate act of someone who can see the arm. Thread-safe; the
+        serving loop releases within one poll and logs it."""
+        self._local_release.set()
 
     def serve(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         """Run the loop until `should_stop()` or `close()`, then hold the arm."""
@@ -186,6 +238,8 @@ class RobotServer:
                 backend.close()
             except Exception:
                 logger.exception("closing the %s backend failed", backend.name)
+        if self._guard is not None:
+            self._guard.close()
         sock = getattr(self, "_sock", None)
         if sock is not None:
             sock.close(linger=0)
@@ -227,6 +281,14 @@ class RobotServer:
             self._count("watchdog:stop", f"no motion command for {idle:.3f} s; motion stopped")
             self._backend_call(self.backend.stop)
 
+    def _hold(self) -> None:
+        """Hold the arm where it is (a refused or failed motion command); the next accepted
+        motion command resumes."""
+        if not self.held:
+            self.held = True
+            self.safety.forget_timing()
+            self._backend_call(self.backend.hold)
+
     def _backend_call(self, fn: Callable[[], None]) -> None:
         try:
             fn()
@@ -237,6 +299,7 @@ class RobotServer:
     # ------------------------------------------------------------------ messages
     def _handle(self, frames: list[zmq.Frame]) -> None:
         routing_id = frames[0].bytes
+        self._peer_key = peer_user_id(frames[-1]) if self._zap is not None else ""
         try:
             message = decode(frames[1:], self.limits)
             rid = request_id(message)
@@ -259,6 +322,8 @@ class RobotServer:
         except Exception as exc:  # a bug or a driver error must not take the server down
             self.stats["refused:internal_error"] += 1
             logger.exception("error while handling a %r request", message.kind)
+            if message.kind in MOTION_KINDS:  # whatever failed, the arm must not go on moving
+                self._hold()
             self._error(routing_id, rid, "internal_error", f"{type(exc).__name__}: {exc}")
             return
         if reply is not None:
@@ -304,9 +369,11 @@ class RobotServer:
         dpos, drot = request["dpos"], request.get("drot")
         target_quat = state.ee_quat
         if drot is not None:
+            # A rotation vector whose angle overflows (finite entries, Inf norm) is as
+            # meaningless as a NaN one: both reach the safety filter as a NaN target.
             target_quat = (
                 quat_mul(quat_from_rotvec(drot), state.ee_quat)
-                if np.all(np.isfinite(drot))
+                if np.isfinite(np.linalg.norm(drot))
                 else np.full(4, np.nan)
             )
         return self._move(state.ee_pos, state.ee_quat, state.ee_pos + dpos, target_quat, request)
@@ -338,8 +405,8 @@ class RobotServer:
                 f"rejected:{decision.rejected}",
                 f"motion command to {np.asarray(target_pos).tolist()} refused; the arm holds",
             )
-            if decision.rejected == "nonfinite" and not self.held:
-                self._backend_call(self.backend.hold)
+            if decision.rejected == "nonfinite":
+                self._hold()
         else:
             for limit in decision.clamped:
                 self._count(f"clamped:{limit}", f"target {np.asarray(target_pos).tolist()} limited")
@@ -438,22 +505,60 @@ class RobotServer:
         self.profile = name
         return {"profile": name}, {}
 
+    def _requester(self, request: dict, routing_id: bytes) -> str:
+        """Who sent a request: its CURVE key (with CURVE) and the client token it names, or
+        its connection when it names none."""
+        client = request.get("client")
+        if client is not None and not 0 < len(client) <= MAX_CLIENT_LEN:
+            raise RequestError("bad_fields", f"client {client!r} is not 1..{MAX_CLIENT_LEN} chars")
+        return f"{self._peer_key}/{client if client is not None else routing_id.hex()}"
+
     def _on_estop(self, request: dict, routing_id: bytes, rid: int) -> Reply:
+        self._estop_owners.add(self._requester(request, routing_id))
         self.estopped = True
         self._armed = False
         self.stats["estops"] += 1
-        logger.warning("E-STOP requested; motion refused until release_estop")
+        logger.warning(
+            "E-STOP requested by client %s; motion refused until every client that pressed it "
+            "releases it, or it is released on the robot PC (kill -USR1 the server)",
+            self._requester(request, routing_id),
+        )
         self._backend_call(self.backend.estop)
         return {"estopped": True}, {}
 
     def _on_release_estop(self, request: dict, routing_id: bytes, rid: int) -> Reply:
-        if self.estopped:
-            self.backend.release_estop()
-            self.safety.forget_timing()
-            logger.warning("e-stop released")
+        if not self.estopped:
+            return {"estopped": False}, {}
+        requester = self._requester(request, routing_id)
+        if requester not in self._estop_owners:
+            raise RequestError(
+                "estop_owner",
+                f"the e-stop was set by {len(self._estop_owners)} other client(s); only a "
+                "client that pressed it can release it, or someone at the robot PC (kill -USR1 "
+                "the robot server's process)",
+            )
+        self._estop_owners.discard(requester)
+        if self._estop_owners:
+            logger.warning("client %s released its e-stop; others still hold it", requester)
+            raise RequestError(
+                "estop_held",
+                f"released your e-stop, but {len(self._estop_owners)} other client(s) pressed it "
+                "too and must release it as well (or release it at the robot PC)",
+            )
+        self._release_estop(f"by client {requester}, which set it")
+        return {"estopped": False}, {}
+
+    def _release_estop(self, how: str) -> None:
+        """Let the arm move again (it holds its pose until the next motion command)."""
+        if not self.estopped:
+            return
+        self.backend.release_estop()
+        self.safety.forget_timing()
+        self._estop_owners.clear()
         self.estopped = False
         self.held = True
-        return {"estopped": False}, {}
+        self.stats["estop_releases"] += 1
+        logger.warning("e-stop released %s", how)
 
     def _on_render(self, request: dict, routing_id: bytes, rid: int) -> Reply:
         return {}, {"frame": self.backend.render(request["camera"])}

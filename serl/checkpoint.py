@@ -19,6 +19,7 @@ not rebuild (crafted or damaged) is a `CheckpointError` too, and should the agen
 from __future__ import annotations
 
 import copy
+import glob
 import hashlib
 import json
 import os
@@ -101,8 +102,14 @@ def _digest(tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
+
+    Temp files of an earlier write of `path` that was killed are deleted first (one writer per
+    file): a checkpoint's worth of disk each.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

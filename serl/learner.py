@@ -46,7 +46,7 @@ import math
 import os
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,7 +78,6 @@ from serl.data.weighted import TrajectoryWeightedSampler
 from serl.metrics import MetricsLogger, read_metrics
 from serl.processes import StopSignal, limit_threads
 from serl.transport.auth import load_server_keys
-from serl.transport.codec import DEFAULT_LIMITS
 from serl.transport.protocol import SOURCES, Chunk
 from serl.transport.server import EpisodeStats, LearnerServer, PollResult
 from serl.transport.sockets import bind_endpoint
@@ -126,7 +125,12 @@ class LearnerConfig:
     insecure: bool = False
     """Allow binding a non-loopback address without keys (trusted networks only)."""
     max_message_mb: float = 128.0
-    """Largest inbound message (one chunk); bigger ones are dropped unread (ZMQ_MAXMSGSIZE)."""
+    """Largest inbound message (one chunk) at most; the learner lowers it to the largest chunk
+    this env's spaces allow (`TransitionSpec.limits`), and a frame over the largest array of that
+    chunk is refused by ZeroMQ before it is stored (ZMQ_MAXMSGSIZE)."""
+    max_inbound_mb: float = 1024.0
+    """What ZeroMQ may hold for all actors' unread messages together; beyond it the connection
+    that holds most is dropped (its actor reconnects and resends)."""
     utd_ratio: float = 1.0
     """Target agent updates per received env step (the rate limiter's ratio)."""
     min_buffer: int = 1_000
@@ -308,7 +312,8 @@ class Learner:
             cfg.weights_endpoint,
             curve=curve,
             insecure=cfg.insecure,
-            limits=replace(DEFAULT_LIMITS, max_message_bytes=int(cfg.max_message_mb * 2**20)),
+            limits=self.spec.limits(int(cfg.max_message_mb * 2**20)),
+            max_inbound_bytes=int(cfg.max_inbound_mb * 2**20),
             durable=True,
         )
         if cursors:
@@ -535,7 +540,10 @@ class Learner:
             self._copy_interventions(chunk, index, next_obs, versions)
         self.counters.env_steps += n
         self.counters.chunks += 1
-        acted = versions[versions >= 0]
+        acted = versions[(versions >= 0) & (versions <= self.server.weights_version)]
+        ahead = int(np.count_nonzero(versions > self.server.weights_version))
+        if ahead:  # weights of an earlier incarnation of this learner (after --resume), or a lie
+            self.stats["policy_version_ahead"] += ahead
         if acted.size:
             lag = self.server.weights_version - acted
             self._window.add("learner/policy_lag_mean", float(lag.mean()), int(acted.size))
@@ -543,8 +551,15 @@ class Learner:
 
     def _out_of_range(self, chunk: Chunk) -> str | None:
         """Why a chunk's values cannot be trained on although finite (the protocol already
-        refused NaN/Inf): an action outside the action space (agents act in [-1, 1]), or a
-        reward or float observation entry beyond the configured magnitudes."""
+        refused NaN/Inf): an action outside the action space (agents act in [-1, 1]), a
+        reward or float observation entry beyond the configured magnitudes, or a policy
+        version below -1 (actors tag random actions -1 and policy actions with the weights'
+        version, >= 0). A version above this learner's is kept but left out of the lag
+        metrics (`policy_version_ahead`): an actor may still act with the weights of the
+        learner's previous incarnation after a --resume."""
+        versions = chunk.extras.get("policy_version")
+        if versions is not None and versions.size and int(versions.min()) < -1:
+            return f"policy_version {int(versions.min())} < -1"
         space = self.action_space
         action = np.asarray(chunk.action, dtype=np.float64)
         if np.any(action < space.low - ACTION_TOLERANCE) or np.any(
@@ -708,12 +723,16 @@ class Learner:
                 f"{self.checkpoint_path} exists; pass --resume to continue that run, or choose "
                 "another --run-dir (a fresh start would overwrite it)"
             )
+        # A run killed inside its first checkpoint left temp files (and maybe a buffer file
+        # no checkpoint names): a replay buffer's worth of disk, which nothing would read.
+        self._remove_stale_files(keep=set())
 
     def _restore(self) -> dict[str, Any] | None:
         """Load agent, buffer, sampler, counters and actor table; return the saved cursors."""
         path = self.checkpoint_path
         if not path.exists():
             logger.warning("--resume: no checkpoint in %s yet; starting a new run", self.run_dir)
+            self._check_fresh()
             return None
         header, state = read_checkpoint(path)
         if header["config_hash"] != self.agreement.hash:

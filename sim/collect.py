@@ -36,6 +36,7 @@ with ``o_i = sum_{j<i} (T_j + 1)``; `load_dataset` returns them split per episod
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import os
@@ -152,6 +153,8 @@ def save_dataset(path: str | Path, episodes: list[Episode], meta: dict[str, Any]
         json.dumps({"format_version": FORMAT_VERSION, **meta}, sort_keys=True)
     )
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f"{glob.escape(path.name)}*.tmp"):  # a killed save's
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

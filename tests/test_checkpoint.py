@@ -88,6 +88,17 @@ def test_crash_during_write_leaves_the_previous_checkpoint_valid(tmp_path, monke
     read_checkpoint(path)
 
 
+def test_a_save_deletes_the_temp_file_of_an_earlier_killed_save(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    leftover = tmp_path / ".ckpt.safetensors.k1ll.tmp"
+    leftover.write_bytes(bytes(1 << 20))  # a save killed before its os.replace
+    other = tmp_path / ".other.safetensors.k1ll.tmp"  # another file's write: not ours
+    other.write_bytes(b"x")
+    save_checkpoint(path, {"w": torch.ones(3)}, config={}, config_hash="h")
+    assert not leftover.exists() and other.exists()
+    assert path.exists()
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip_tensor_byte", "garbage"])
 def test_corrupt_checkpoint_gives_a_clear_error_and_the_agent_is_untouched(tmp_path, damage):
     path = tmp_path / "ckpt.safetensors"

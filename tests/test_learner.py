@@ -179,6 +179,30 @@ def test_a_finite_but_huge_value_is_refused_with_its_chunk(
     assert why in caplog.text
 
 
+def test_a_policy_version_below_minus_one_is_refused_with_its_chunk(
+    tmp_path, make_learner, caplog
+) -> None:
+    learner = make_learner(config(tmp_path))
+    bad = pendulum_chunk(4, version=3)
+    bad["policy_version"][2] = -(2**63)
+    inject(learner, bad)
+    assert learner.stats["rejected:out_of_range"] == 1 and len(learner.buffer) == 0
+    assert "policy_version" in caplog.text
+
+
+def test_a_policy_version_above_the_learners_is_kept_but_left_out_of_the_lag(
+    tmp_path, make_learner
+) -> None:
+    learner = make_learner(config(tmp_path, min_buffer=10_000))
+    published = learner.server.weights_version
+    inject(learner, pendulum_chunk(4, version=published))
+    inject(learner, pendulum_chunk(4, t0=4, version=2**62), seq=1)
+    record = learner.log_metrics()
+    assert len(learner.buffer) == 8
+    assert learner.stats["policy_version_ahead"] == 4
+    assert record["learner/policy_lag_mean"] == 0 and record["learner/policy_lag_max"] == 0
+
+
 def test_values_inside_the_bounds_are_kept(tmp_path, make_learner) -> None:
     learner = make_learner(config(tmp_path, max_abs_reward=10.0))
     ok = pendulum_chunk(4)
@@ -251,6 +275,21 @@ def test_checkpoint_writes_the_buffer_first_then_names_it_and_removes_older_file
     assert sorted(p.name for p in run.glob("*.npz")) == ["replay-000002.npz"]
     assert not list(run.glob(".*.tmp"))
     assert header["metadata"]["counters"]["env_steps"] == 40
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_learner_starting_without_a_checkpoint_deletes_a_killed_writes_files(
+    tmp_path, make_learner, resume: bool
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    leftovers = [run / ".replay-000001.npz.k1ll.tmp", run / ".checkpoint.safetensors.k1ll.tmp"]
+    for path in leftovers:
+        path.write_bytes(bytes(1 << 20))  # what a run killed inside its first checkpoint left
+    (run / "replay-000001.npz").write_bytes(bytes(1 << 20))  # a buffer no checkpoint names
+    make_learner(config(tmp_path, resume=resume))
+    assert not any(path.exists() for path in leftovers)
+    assert not list(run.glob("*.npz"))
 
 
 def test_a_kill_between_buffer_and_checkpoint_writes_resumes_from_the_older_pair(

@@ -23,7 +23,8 @@ The episode files are the truth: `load_dataset` reads them, and the index and me
 rebuilt (atomically, after every episode) from them. Whatever instant a writer is killed at,
 even with ``kill -9`` mid-episode, every episode whose `append_episode` returned is intact;
 an episode in progress leaves at most a temp file, which readers ignore and the next writer
-deletes.
+deletes when it opens the dataset (`recover_dataset`), and an index one episode behind, which
+whoever opens the dataset next rebuilds.
 
 Beyond Minari's fields an episode carries ``success`` (bool) and ``source`` (a transition
 source of `serl.data.tags`, "demo" for teleoperated demonstrations) as group attributes, and
@@ -158,6 +159,57 @@ def _episode_path(path: str | os.PathLike[str], episode_id: int) -> Path:
     return _episode_dir(path) / f"episode_{episode_id:06d}.hdf5"
 
 
+# ---------------------------------------------------------------------------- untrusted files
+def open_hdf5(file: Path, root: Path) -> h5py.File:
+    """Open an HDF5 file of a dataset rooted at `root` for reading, after checking that
+    nothing in it reads data from outside `root`.
+
+    HDF5 follows an external link, an external raw-data file or a virtual dataset's sources
+    wherever they point, so a dataset someone sent could make the loader read (and put into a
+    replay buffer, a log, an error message) any file this user can read. Refused, with
+    DatasetError: external links that are absolute or lead out of `root` (or to no file
+    there, where HDF5 would go on to search the working directory), datasets with external
+    storage or a virtual layout. External links to files inside `root` (the links of
+    main_data.hdf5) are allowed, and those files are checked the same way.
+    """
+    _check_hdf5(file.resolve(), root.resolve(), set())
+    return h5py.File(file, "r")
+
+
+def _check_hdf5(file: Path, root: Path, seen: set[Path]) -> None:
+    if file in seen:
+        return
+    seen.add(file)
+    refused: list[str] = []
+    inside: list[Path] = []
+    try:
+        with h5py.File(file, "r") as fh:
+
+            def visit(name: str, link: h5py.HardLink | h5py.SoftLink | h5py.ExternalLink) -> None:
+                if isinstance(link, h5py.ExternalLink):
+                    target = Path(link.filename)
+                    resolved = (target if target.is_absolute() else file.parent / target).resolve()
+                    if resolved.is_relative_to(root) and resolved.is_file():
+                        inside.append(resolved)
+                    else:
+                        refused.append(f"{name} links to {link.filename}")
+                elif isinstance(link, h5py.HardLink):
+                    node = fh[name]
+                    if isinstance(node, h5py.Dataset) and (node.external or node.is_virtual):
+                        refused.append(f"{name} keeps its data in other files")
+
+            fh.visititems_links(visit)
+    except OSError as exc:
+        raise DatasetError(f"{file}: unreadable HDF5 file ({exc})") from exc
+    if refused:
+        raise DatasetError(
+            f"{file}: refused, it would read data from outside the dataset {root}: "
+            + "; ".join(refused)
+        )
+    for target in inside:
+        _check_hdf5(target, root, seen)
+
+
 # ---------------------------------------------------------------------------- writing
 @contextlib.contextmanager
 def _atomic(target: Path, suffix: str = ".tmp") -> Iterator[Path]:
@@ -227,7 +279,7 @@ def _rebuild_index(path: str | os.PathLike[str], metadata: Mapping[str, Any]) ->
     ids = episode_ids(path)
     steps = 0
     for i in ids:
-        with h5py.File(_episode_path(path, i), "r") as fh:
+        with open_hdf5(_episode_path(path, i), Path(path)) as fh:
             steps += int(fh[f"episode_{i}"].attrs["total_steps"])
     data = _data_dir(path)
     with _atomic(data / "main_data.hdf5") as tmp, h5py.File(tmp, "w") as fh:
@@ -250,6 +302,45 @@ def remove_stale_temp_files(path: str | os.PathLike[str]) -> int:
                 p.unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+def _index_lags(path: str | os.PathLike[str], ids: list[int]) -> bool:
+    """Whether main_data.hdf5 or metadata.json does not list exactly the episode files (a
+    writer killed between an episode's file and the index)."""
+    main = _data_dir(path) / "main_data.hdf5"
+    if not main.is_file():
+        return True
+    try:
+        with h5py.File(main, "r") as fh:  # link names only: nothing is followed
+            linked = set(fh.keys())
+    except OSError:
+        return True
+    total = _read_metadata(path).get("total_episodes")
+    return linked != {f"episode_{i}" for i in ids} or total != len(ids)
+
+
+def recover_dataset(path: str | os.PathLike[str], *, writer: bool = True) -> None:
+    """Repair what a writer killed mid-append left at `path`, when the dataset is opened.
+
+    The index (main_data.hdf5, metadata.json) is rebuilt from the episode files when it
+    lags them, so Minari readers see every complete episode without waiting for the next
+    append. A `writer` (one per dataset at a time) also deletes the temp files of the killed
+    write; a reader never does, since they may be a running writer's. A reader that may not
+    write the dataset leaves the index as it is (the episode files are the truth either way).
+    """
+    if writer:
+        stale = remove_stale_temp_files(path)
+        if stale:
+            logger.info("removed %d temp file(s) of an interrupted write in %s", stale, path)
+    ids = episode_ids(path)
+    if not ids or not _index_lags(path, ids):
+        return
+    try:
+        _rebuild_index(path, _read_metadata(path))
+    except OSError as exc:
+        logger.warning("%s: its index lags its episode files and cannot be rebuilt (%s)", path, exc)
+        return
+    logger.info("rebuilt the index of %s from its %d episode files", path, len(ids))
 
 
 def append_episode(
@@ -288,7 +379,7 @@ def read_episode(path: str | os.PathLike[str], episode_id: int) -> Episode:
     """Episode `episode_id` of the dataset at `path`."""
     file = _episode_path(path, episode_id)
     try:
-        with h5py.File(file, "r") as fh:
+        with open_hdf5(file, Path(path)) as fh:
             group = fh[f"episode_{episode_id}"]
             seed = _decode(group.attrs.get("seed", "None"))
             infos = group["infos"] if "infos" in group else {}
@@ -335,7 +426,10 @@ def iter_episodes(path: str | os.PathLike[str]) -> Iterator[Episode]:
 
 
 def load_dataset(path: str | os.PathLike[str]) -> Dataset:
-    """All of the dataset at `path`: metadata and every complete episode."""
+    """All of the dataset at `path`: metadata and every complete episode (its index is
+    repaired first if a killed writer left it behind, `recover_dataset`)."""
+    if _data_dir(path).is_dir():
+        recover_dataset(path, writer=False)
     episodes = list(iter_episodes(path))
     return Dataset(Path(path), _read_metadata(path), episodes)
 

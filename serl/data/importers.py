@@ -31,7 +31,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from serl.data.datasets import DatasetError, Episode, Observations, append_episode
+from serl.data.datasets import (
+    DatasetError,
+    Episode,
+    Observations,
+    append_episode,
+    open_hdf5,
+    recover_dataset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,13 @@ def _minari_file(path: str | os.PathLike[str]) -> Path:
         f"{path}: no Minari dataset (expected {root}/data/main_data.hdf5); give the dataset "
         "directory, e.g. ~/.minari/datasets/<name>"
     )
+
+
+def _minari_root(path: str | os.PathLike[str]) -> Path:
+    """The directory the dataset's files must stay in: the dataset directory, or the folder
+    of a main_data.hdf5 given directly."""
+    root = Path(path)
+    return root if root.is_dir() else root.parent
 
 
 def _json_value(value: Any) -> Any:
@@ -90,7 +104,7 @@ def minari_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     sidecar = file.parent / "metadata.json"
     if sidecar.is_file():
         meta.update(json.loads(sidecar.read_text()))
-    with h5py.File(file, "r") as fh:
+    with open_hdf5(file, _minari_root(path)) as fh:
         meta.update({key: _json_value(value) for key, value in fh.attrs.items()})
     return meta
 
@@ -102,7 +116,7 @@ def read_minari(path: str | os.PathLike[str]) -> Iterator[Episode]:
     in termination (Minari has no success field); `source` is "offline".
     """
     file = _minari_file(path)
-    with h5py.File(file, "r") as fh:
+    with open_hdf5(file, _minari_root(path)) as fh:
         names = sorted(
             (k for k in fh if k.startswith("episode_")), key=lambda k: int(k.split("_")[1])
         )
@@ -150,6 +164,7 @@ def import_minari(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> i
         **{k: float(meta[k]) for k in ("ref_min_score", "ref_max_score") if k in meta},
     }
     count = 0
+    recover_dataset(dst)
     for episode in read_minari(src):
         append_episode(dst, episode, extra)
         count += 1
@@ -211,6 +226,7 @@ def import_collect_npz(src: str | os.PathLike[str], dst: str | os.PathLike[str])
         "quality": meta.get("quality"),
         "noise_std": meta.get("noise_std"),
     }
+    recover_dataset(dst)
     for episode in episodes:
         append_episode(dst, episode, extra)
     return len(episodes)

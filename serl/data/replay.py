@@ -55,6 +55,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import tokenize
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -83,6 +84,19 @@ _T_MAX = np.iinfo(np.int32).max
 _EVAL_CODE = source_code(EVAL_SOURCE)
 _TAG_FIELDS = ("source", "episode_id", "t", "policy_version", "actor_id", "truncated")
 _RESERVED = {"obs", "action", "reward", "terminated", "next_obs", *_TAG_FIELDS}
+
+
+_CORRUPT_FILE_ERRORS = (
+    zipfile.BadZipFile,
+    ValueError,
+    OSError,
+    EOFError,
+    KeyError,
+    NotImplementedError,  # zipfile: a member claims a compression method it does not know
+    RuntimeError,  # zipfile: a member claims to be encrypted
+    tokenize.TokenError,  # numpy's .npy header parser, on an unclosed bracket
+)
+"""What numpy and zipfile raise on a damaged .npz; `load` turns each into ReplayFileError."""
 
 
 @dataclass(frozen=True)
@@ -723,7 +737,7 @@ class ReplayBuffer:
             raise
         except FileNotFoundError as err:
             raise ReplayFileError(f"{path}: no such replay buffer file") from err
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+        except _CORRUPT_FILE_ERRORS as err:
             raise ReplayFileError(
                 f"{path}: not a readable replay buffer file ({type(err).__name__}: {err}); it is "
                 "truncated or corrupt, load an earlier save"

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from serl.data.datasets import Episode, append_episode, remove_stale_temp_files
+from serl.data.datasets import Episode, append_episode, recover_dataset
 from serl.envs import episode_success
 from serl.teleop.device import TeleopDevice, to_env_action
 
@@ -161,9 +161,7 @@ def record_dataset(
     Episode ``i`` of this session is reset with seed ``seed + i``. `on_episode(episode, kept)`
     runs after each finished episode (progress bars).
     """
-    stale = remove_stale_temp_files(out)
-    if stale:
-        logger.info("removed %d temp file(s) of an interrupted recording in %s", stale, out)
+    recover_dataset(out)
     result = RecordResult(0, 0, 0, False)
     attempt = 0
     while result.saved < episodes:

@@ -153,6 +153,15 @@ def configure_client_socket(sock: zmq.Socket, keys: ClientKeys) -> None:
     sock.curve_serverkey = keys.server_public
 
 
+def peer_user_id(frame: zmq.Frame) -> str:
+    """The ZAP user id libzmq attached to a received frame (the peer's CURVE public key, as
+    `ZapHandler` answers), or "" without CURVE."""
+    try:
+        return frame.get("User-Id") or ""
+    except (zmq.ZMQError, AttributeError, TypeError):
+        return ""
+
+
 class ZapHandler:
     """Answers ZAP requests for one context from the caller's loop (no thread).
 

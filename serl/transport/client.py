@@ -21,6 +21,7 @@ NaN/Inf are refused and the previous policy stays.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import random
@@ -148,6 +149,7 @@ class ActorClient:
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
         if self.spill_dir is not None:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_spills(actor_id)
         self.window = window
         self.limits = limits
         self.heartbeat_s = heartbeat_s
@@ -379,6 +381,16 @@ class ActorClient:
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"\0")
 
+    def _remove_stale_spills(self, actor_id: str) -> None:
+        """Delete the half-written spill files (`*.tmp.npz`) an earlier process of this actor
+        left when it was killed; other actors' files in a shared spill_dir are theirs."""
+        assert self.spill_dir is not None
+        stale = list(self.spill_dir.glob(f"{glob.escape(_safe_name(actor_id))}-*.tmp.npz"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            logger.info("removed %d half-written spill file(s) from %s", len(stale), self.spill_dir)
+
     def _spill(self, seq: int, chunk: dict[str, np.ndarray]) -> Path:
         assert self.spill_dir is not None
         name = f"{_safe_name(self.handshake.actor_id)}-{self.handshake.incarnation}-{seq:012d}"
@@ -427,7 +439,7 @@ class ActorClient:
     def _socket(self, kind: int) -> zmq.Socket:
         sock = self._ctx.socket(kind)
         sock.linger = 0
-        sock.maxmsgsize = self.limits.max_message_bytes
+        sock.maxmsgsize = self.limits.frame_cap
         sock.reconnect_ivl = 100
         sock.reconnect_ivl_max = int(self.backoff_max_s * 1000)
         if self._curve is not None:

@@ -63,7 +63,10 @@ class Limits:
     """
 
     max_message_bytes: int = 128 * 2**20
-    """Sum of all frame lengths (header included); also used as ZMQ_MAXMSGSIZE per frame."""
+    """Sum of all frame lengths (header included)."""
+    max_frame_bytes: int | None = None
+    """Largest single frame, set as ZMQ_MAXMSGSIZE (libzmq drops a peer that sends a larger
+    one); None: `max_message_bytes`."""
     max_header_bytes: int = 64 * 2**10
     """Frame 0 (the msgpack header)."""
     max_arrays: int = 64
@@ -74,6 +77,11 @@ class Limits:
     """Any msgpack string in the header."""
     max_container_len: int = 256
     """Any msgpack list or map in the header (fields, array list, spec maps)."""
+
+    @property
+    def frame_cap(self) -> int:
+        """ZMQ_MAXMSGSIZE for a socket receiving under these limits."""
+        return self.max_message_bytes if self.max_frame_bytes is None else self.max_frame_bytes
 
     def unpack_kwargs(self) -> dict[str, int]:
         """Keyword caps for `msgpack.unpackb`: no ext types, every length bounded."""

@@ -33,12 +33,12 @@ the last one gets everything after it resent, and nothing twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from serl.transport.codec import ALLOWED_DTYPES, WireError
+from serl.transport.codec import ALLOWED_DTYPES, Limits, WireError
 
 PROTOCOL_VERSION = 1
 """Bumped on any change of message kinds or fields; a mismatch refuses the handshake."""
@@ -65,8 +65,10 @@ class Kind:
 SOURCES = ("demo", "offline", "online", "intervention", "sim", "real")
 """Transition sources (DESIGN §3); the `source` extra carries the index into this tuple."""
 
-MAX_CHUNK_TRANSITIONS = 65536
-"""Leading length cap of one chunk; a chunk is meant to be a few hundred transitions."""
+MAX_CHUNK_TRANSITIONS = 4096
+"""Leading length cap of one chunk; a chunk is meant to be a few hundred transitions (actors
+send 64 by default). With the spec it sets the largest message and frame a learner accepts
+(`TransitionSpec.limits`)."""
 MAX_KEY_LEN = 64
 MAX_EPISODE_STATS = 64
 """Scalar entries in one episode-stats message."""
@@ -85,7 +87,15 @@ DEFAULT_EXTRAS: dict[str, ArraySpec] = {
 
 
 class HandshakeRefused(RuntimeError):
-    """The learner and an actor disagree on protocol, config or spaces; the message says how."""
+    """The learner and an actor disagree on protocol, config or spaces; the message says how.
+
+    `for_peer` is what the refused side is told: the same without the refuser's config hash,
+    which the peer (unauthenticated without CURVE) has no business learning.
+    """
+
+    def __init__(self, message: str, for_peer: str | None = None) -> None:
+        super().__init__(message)
+        self.for_peer = message if for_peer is None else for_peer
 
 
 class ChunkRejected(ValueError):
@@ -186,6 +196,39 @@ class TransitionSpec:
         return cls(
             obs=obs, action=action, extras=dict(DEFAULT_EXTRAS if extras is None else extras)
         )
+
+    def item_bytes(self) -> dict[str, int]:
+        """Bytes per transition of every array a chunk may carry, by wire name."""
+        items: dict[str, ArraySpec] = {f"obs/{k}": v for k, v in self.obs.items()}
+        items |= {f"next_obs/{k}": v for k, v in self.obs.items()}
+        items |= {
+            "action": self.action,
+            "reward": ("float32", ()),
+            "terminated": ("bool", ()),
+            "truncated": ("bool", ()),
+        }
+        items |= dict(self.extras)
+        return {
+            name: ALLOWED_DTYPES[dtype].itemsize * int(np.prod(shape, dtype=np.int64))
+            for name, (dtype, shape) in items.items()
+        }
+
+    def limits(self, max_message_bytes: int, base: Limits | None = None) -> Limits:
+        """Inbound caps of a learner for chunks of this spec, at most `max_message_bytes`.
+
+        The largest legitimate chunk has MAX_CHUNK_TRANSITIONS transitions, or as many as fit
+        in `max_message_bytes`; its size caps a message, its largest array caps a frame
+        (ZMQ_MAXMSGSIZE). A state-only spec thus gets caps of a few hundred KiB, however
+        large `max_message_bytes` is, and libzmq refuses a bigger frame before it is stored.
+        """
+        base = base or Limits()
+        items = self.item_bytes()
+        per_transition = sum(items.values())
+        room = max(0, max_message_bytes - base.max_header_bytes)
+        n = max(1, min(MAX_CHUNK_TRANSITIONS, room // per_transition))
+        message = min(max_message_bytes, base.max_header_bytes + n * per_transition)
+        frame = min(message, max(base.max_header_bytes, n * max(items.values())))
+        return replace(base, max_message_bytes=message, max_frame_bytes=frame)
 
     def validate_chunk(self, arrays: Mapping[str, np.ndarray]) -> int:
         """Check a chunk's arrays against this spec; return its length n.
@@ -357,23 +400,25 @@ def _spec_differences(ours: TransitionSpec, theirs: TransitionSpec, a: str, b: s
 def check_handshake(
     ours: Handshake, theirs: Handshake, *, ours_role: str = "learner", theirs_role: str = "actor"
 ) -> None:
-    """Raise HandshakeRefused listing every difference (values shown as ours vs theirs)."""
+    """Raise HandshakeRefused listing every difference (values shown as ours vs theirs); its
+    `for_peer` text leaves our config hash out."""
     a, b = ours_role, theirs_role
-    diffs = []
+    diffs, for_peer = [], []
     if ours.protocol_version != theirs.protocol_version:
         diffs.append(
             f"protocol version differs: {a} {ours.protocol_version} {b} {theirs.protocol_version}"
         )
     if ours.config_hash != theirs.config_hash:
-        diffs.append(
-            f"config hash differs: {a} {_short(ours.config_hash)} {b} {_short(theirs.config_hash)}"
+        theirs_hash = _short(theirs.config_hash)
+        diffs.append(f"config hash differs: {a} {_short(ours.config_hash)} {b} {theirs_hash}")
+        for_peer.append(
+            f"config hash differs: {b} {theirs_hash} (the {a} logs its own when it starts)"
         )
     diffs += _spec_differences(ours.spec, theirs.spec, a, b)
     if diffs:
-        raise HandshakeRefused(
-            f"{b} {theirs.actor_id!r} (incarnation {theirs.incarnation}) refused by the {a}: "
-            + "; ".join(diffs)
-        )
+        who = f"{b} {theirs.actor_id!r} (incarnation {theirs.incarnation}) refused by the {a}: "
+        for_peer += [d for d in diffs if not d.startswith("config hash")]
+        raise HandshakeRefused(who + "; ".join(diffs), who + "; ".join(for_peer))
 
 
 def get_int(fields: Mapping[str, Any], name: str, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:

@@ -26,6 +26,14 @@ the restored cursor from `welcome` and resend everything after it. With `durable
 Late joiners: a new actor's hello states the weights version it has; if the learner has newer
 weights they follow the welcome directly on the ROUTER (no PUB/SUB slow-joiner gap), and an
 actor that falls behind (pong says newer) asks with `weights_request`.
+
+Peers that never read cannot grow the learner: the ROUTER queues at most 64 replies per peer
+(SNDHWM; beyond it replies are dropped and counted as send_failed), a weights message is built
+once per version and shared by every send, each peer gets a new one only after the network
+took its previous one (`weights_deferred:unread` otherwise), at most `max_weights_in_flight`
+are waiting over all peers (`weights_deferred:busy`), and a peer that leaves one unread for
+`weights_unread_timeout_s` is disconnected (`dropped:unread_weights`). The learner thus holds
+at most `max_weights_in_flight` + 1 policy versions for the data socket, however many peers.
 """
 
 from __future__ import annotations
@@ -40,8 +48,9 @@ from typing import Any
 import numpy as np
 import zmq
 
-from serl.transport.auth import ServerKeys, ZapHandler, configure_server_socket
+from serl.transport.auth import ServerKeys, ZapHandler, configure_server_socket, peer_user_id
 from serl.transport.codec import DEFAULT_LIMITS, Limits, Message, WireError, decode, encode
+from serl.transport.guard import HANDSHAKE_SLACK_BYTES, InboundGuard, peer_budget
 from serl.transport.protocol import (
     Chunk,
     ChunkRejected,
@@ -53,7 +62,7 @@ from serl.transport.protocol import (
     get_int,
     scalar_stats,
 )
-from serl.transport.sockets import MONITORED_EVENTS, bind_endpoint, drain_monitor, recv_bounded
+from serl.transport.sockets import MONITORED_EVENTS, bind_endpoint, recv_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -92,17 +101,20 @@ class PollResult:
         return sum(len(chunk) for chunk in self.chunks)
 
 
+SUBSCRIPTION_BYTES = 256
+"""ZMQ_MAXMSGSIZE of the weights PUB socket, whose only input is subscriptions (actors send
+one, empty)."""
 MAX_SKIPPED_CHUNKS = 1_000_000
 """Most chunks an actor's first hello may declare lost (first_seq past the cursor): what a
 checkpoint interval of a fast actor can hold; a forged 1e15 or 2**63 - 1 is refused."""
 
 
-def _user_id(frame: zmq.Frame) -> str:
-    """The ZAP user id libzmq attached to a received frame (the peer's CURVE key), or ""."""
+def _source_fd(frame: zmq.Frame) -> int:
+    """The descriptor of the connection a frame came from (ZMQ_SRCFD), or -1 (ZMTP/1.0)."""
     try:
-        return frame.get("User-Id") or ""
-    except (zmq.ZMQError, AttributeError, TypeError):
-        return ""
+        return frame.get(zmq.SRCFD)
+    except zmq.ZMQError:
+        return -1
 
 
 @dataclass
@@ -111,6 +123,39 @@ class _Session:
     key: ActorKey
     conn: int
     last_seen: float
+    fd: int = -1
+    """The connection's file descriptor (ZMQ_SRCFD of its last message), to disconnect it."""
+
+
+@dataclass(frozen=True)
+class _Published:
+    """One weights message, built once per version and shared by every send.
+
+    libzmq reference-counts the content of a sent `zmq.Frame`, so the same version queued for
+    many peers costs one copy of the policy plus a small message struct per frame and peer.
+    """
+
+    version: int
+    frames: list[zmq.Frame]
+
+    def tracked(self) -> tuple[list[zmq.Frame], zmq.MessageTracker]:
+        """The frames for one send, the last one wrapped anew with a tracker that completes
+        once libzmq has handed the whole message to the network (or dropped it)."""
+        tail = zmq.Frame(self.frames[-1].buffer, copy=False, track=True)
+        assert tail.tracker is not None
+        return [*self.frames[:-1], tail], tail.tracker
+
+
+@dataclass
+class _InFlight:
+    """A weights message sent to one peer on the data socket."""
+
+    tracker: zmq.MessageTracker
+    """Done once libzmq has handed it to the network or dropped it."""
+    sent_at: float
+    version: int
+    disconnected: bool = False
+    """Left unread too long; its peer was told to go (the slot stays until libzmq frees it)."""
 
 
 class LearnerServer:
@@ -125,11 +170,20 @@ class LearnerServer:
         curve: CURVE keys (`load_server_keys`); peers without an authorized key never reach
             `poll`'s results.
         insecure: allow binding a non-loopback address without CURVE (trusted networks only).
-        limits: caps on every inbound message; `max_message_bytes` is also ZMQ_MAXMSGSIZE.
+        limits: caps on every inbound message (default: `spec.limits` of the codec's
+            default message cap); `frame_cap` is ZMQ_MAXMSGSIZE.
         durable: actors keep chunks until `commit()` (call it after each checkpoint).
         max_messages_per_poll: bound on the work one `poll` does.
-        rcvhwm: messages queued per peer before ZeroMQ stops reading that peer's socket; with
-            `limits` it bounds the memory one peer can occupy.
+        rcvhwm: complete messages queued per peer before ZeroMQ stops reading that peer's
+            socket; with `limits` it sets what libzmq may hold for one peer
+            (`guard.peer_budget`), which the inbound guard enforces.
+        max_inbound_bytes: what libzmq may hold for all peers together before the guard drops
+            the connection that holds most (wire bytes).
+        max_weights_in_flight: weights messages sent on the data socket and not yet taken by
+            the network, over all peers (each peer has at most one): a peer that never reads
+            pins at most one policy version, and all of them together this many.
+        weights_unread_timeout_s: a peer that leaves a weights message unread this long is
+            disconnected and its session forgotten, which frees what its queue pinned.
         session_timeout_s: a session silent this long is forgotten (its cursor is kept).
         max_sessions: live sessions at most; the longest-silent one is dropped beyond it.
         clock: monotonic seconds, for session timeouts (injectable in tests).
@@ -147,10 +201,13 @@ class LearnerServer:
         *,
         curve: ServerKeys | None = None,
         insecure: bool = False,
-        limits: Limits = DEFAULT_LIMITS,
+        limits: Limits | None = None,
         durable: bool = False,
         max_messages_per_poll: int = 256,
-        rcvhwm: int = 16,
+        rcvhwm: int = 4,
+        max_inbound_bytes: int = 2**30,
+        max_weights_in_flight: int = 16,
+        weights_unread_timeout_s: float = 30.0,
         session_timeout_s: float = 60.0,
         max_sessions: int = 1024,
         clock: Callable[[], float] = time.monotonic,
@@ -160,8 +217,10 @@ class LearnerServer:
         self.incarnation = time.time_ns() // 1_000_000 if incarnation is None else incarnation
         """This learner process's id, sent with weights (see `incarnation` above)."""
         self.config_hash = config_hash
-        self.limits = limits
+        self.limits = spec.limits(DEFAULT_LIMITS.max_message_bytes) if limits is None else limits
         self.durable = durable
+        self.max_weights_in_flight = max_weights_in_flight
+        self.weights_unread_timeout_s = weights_unread_timeout_s
         self.max_messages_per_poll = max_messages_per_poll
         self.session_timeout_s = session_timeout_s
         self.max_sessions = max_sessions
@@ -179,14 +238,20 @@ class LearnerServer:
         """actor_id -> the CURVE public key that first used it (with CURVE)."""
         self._peer_key = ""
         """The CURVE public key of the message being handled ("" without CURVE)."""
+        self._peer_fd = -1
+        """The connection (file descriptor) of the message being handled."""
         self._weights_version = -1
         self._next_expiry_check = 0.0
-        self._weights_frames: list[bytes | memoryview] | None = None
+        self._weights: _Published | None = None
+        self._weights_in_flight: dict[bytes, _InFlight] = {}
+        """Per peer, the weights message sent on the data socket that the network has not
+        taken yet."""
         data_bind = bind_endpoint(data_endpoint, secure=curve is not None, insecure=insecure)
         weights_bind = bind_endpoint(weights_endpoint, secure=curve is not None, insecure=insecure)
 
         self._ctx = zmq.Context()
         self._zap: ZapHandler | None = None
+        self._guards: list[InboundGuard] = []
         try:
             if curve is not None:
                 # The ZAP handler must exist before any CURVE socket binds.
@@ -194,12 +259,29 @@ class LearnerServer:
             self._router = self._make_socket(zmq.ROUTER, curve)
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._router.rcvhwm = rcvhwm
-            self._router.sndhwm = 1000
+            # Acks, pongs and commits of a window of chunks; beyond it a peer that does not
+            # read loses replies (ROUTER drops them), it does not grow the learner.
+            self._router.sndhwm = 64
             self._pub = self._make_socket(zmq.PUB, curve)
             self._pub.sndhwm = 4
-            self._monitors = [
-                self._router.get_monitor_socket(MONITORED_EVENTS),
-                self._pub.get_monitor_socket(MONITORED_EVENTS),
+            # Actors send the PUB one empty subscription; nothing more may come in.
+            self._pub.maxmsgsize = SUBSCRIPTION_BYTES
+            budget = peer_budget(rcvhwm, self.limits.max_message_bytes, self.limits.max_arrays + 1)
+            self._guards = [
+                InboundGuard(
+                    self._router,
+                    per_peer_bytes=budget,
+                    total_bytes=max_inbound_bytes,
+                    curve=curve is not None,
+                    events=MONITORED_EVENTS,
+                ),
+                InboundGuard(
+                    self._pub,
+                    per_peer_bytes=HANDSHAKE_SLACK_BYTES,
+                    total_bytes=max_inbound_bytes,
+                    curve=curve is not None,
+                    events=MONITORED_EVENTS,
+                ),
             ]
             self._router.bind(data_bind)
             self._pub.bind(weights_bind)
@@ -210,7 +292,7 @@ class LearnerServer:
         """The bound data endpoint (the real port when 0 was asked)."""
         self.weights_endpoint: str = self._pub.last_endpoint.decode()
         self._poller = zmq.Poller()
-        for sock in (self._router, *self._monitors, *([self._zap.socket] if self._zap else [])):
+        for sock in (self._router, *([self._zap.socket] if self._zap else [])):
             self._poller.register(sock, zmq.POLLIN)
         logger.info(
             "learner transport on %s (data) and %s (weights), %s",
@@ -222,7 +304,7 @@ class LearnerServer:
     def _make_socket(self, kind: int, curve: ServerKeys | None) -> zmq.Socket:
         sock = self._ctx.socket(kind)
         sock.linger = 0
-        sock.maxmsgsize = self.limits.max_message_bytes
+        sock.maxmsgsize = self.limits.frame_cap
         if curve is not None:
             configure_server_socket(sock, curve)
         return sock
@@ -238,11 +320,12 @@ class LearnerServer:
         ready = dict(self._poller.poll(timeout_ms))
         if self._zap is not None and self._zap.socket in ready:
             self._zap.handle_pending()
-        for monitor in self._monitors:
-            if monitor in ready:
-                drain_monitor(monitor, self.stats)
+        for guard in self._guards:
+            self.stats.update(guard.take_counts())
         for _ in range(self.max_messages_per_poll):
-            frames, reason = recv_bounded(self._router, self.limits, extra_frames=1)
+            frames, reason = recv_bounded(
+                self._router, self.limits, extra_frames=1, guard=self._guards[0]
+            )
             if reason is not None:
                 self.stats[f"dropped:{reason}"] += 1
                 continue
@@ -250,6 +333,7 @@ class LearnerServer:
                 break
             self._handle(frames, result)
         self._expire_sessions()
+        self._drop_unread_weights()
         return result
 
     def publish_weights(self, version: int, tensors: Mapping[str, Any]) -> None:
@@ -265,10 +349,11 @@ class LearnerServer:
             )
         arrays = {name: np.array(value, copy=True, order="C") for name, value in tensors.items()}
         fields = {"version": version, "published_ns": time.time_ns(), "learner": self.incarnation}
-        self._weights_frames = encode(Kind.WEIGHTS, fields, arrays)
+        frames = encode(Kind.WEIGHTS, fields, arrays)
+        self._weights = _Published(version, [zmq.Frame(frame, copy=False) for frame in frames])
         self._weights_version = version
         try:
-            self._pub.send_multipart(self._weights_frames, zmq.NOBLOCK, copy=False)
+            self._pub.send_multipart(self._weights.frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:  # PUB does not block; kept for completeness
             self.stats["send_failed"] += 1
 
@@ -323,12 +408,12 @@ class LearnerServer:
 
     def close(self) -> None:
         """Close the sockets now (pending outbound messages are dropped)."""
+        for guard in self._guards:
+            guard.close()
         for name in ("_router", "_pub"):
             sock = getattr(self, name, None)
             if sock is not None:
                 sock.close(linger=0)
-        for monitor in getattr(self, "_monitors", []):
-            monitor.close(linger=0)
         if self._zap is not None:
             self._zap.close()
         self._ctx.term()
@@ -347,7 +432,8 @@ class LearnerServer:
 
     def _handle(self, frames: list[zmq.Frame], result: PollResult) -> None:
         routing_id = frames[0].bytes
-        self._peer_key = _user_id(frames[-1]) if self._zap is not None else ""
+        self._peer_key = peer_user_id(frames[-1]) if self._zap is not None else ""
+        self._peer_fd = _source_fd(frames[-1])
         try:
             message = decode(frames[1:], self.limits)
             handler = self._handlers.get(message.kind)
@@ -365,11 +451,59 @@ class LearnerServer:
     def _send(self, routing_id: bytes, kind: str, fields: dict[str, Any]) -> None:
         self._send_frames(routing_id, encode(kind, fields))
 
-    def _send_frames(self, routing_id: bytes, frames: list[bytes | memoryview]) -> None:
+    def _send_frames(self, routing_id: bytes, frames: list[Any]) -> bool:
         try:
             self._router.send_multipart([routing_id, *frames], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError:  # peer gone (ROUTER_MANDATORY) or its queue full: never block
             self.stats["send_failed"] += 1
+            return False
+        return True
+
+    def _send_weights(self, session: _Session) -> bool:
+        """Send the current weights to one peer on the data socket; True if sent.
+
+        At most one such message per peer, and `max_weights_in_flight` over all peers, may be
+        waiting for the network: a peer that never reads pins one policy version, not one per
+        request, and however many peers do so, the learner holds at most that many versions.
+        """
+        if self._weights is None:
+            return False
+        self._weights_in_flight = {
+            rid: sent for rid, sent in self._weights_in_flight.items() if not sent.tracker.done
+        }
+        if session.routing_id in self._weights_in_flight:
+            self.stats["weights_deferred:unread"] += 1
+            return False
+        if len(self._weights_in_flight) >= self.max_weights_in_flight:
+            self.stats["weights_deferred:busy"] += 1
+            return False
+        frames, tracker = self._weights.tracked()
+        if not self._send_frames(session.routing_id, frames):
+            return False
+        self._weights_in_flight[session.routing_id] = _InFlight(
+            tracker, self._clock(), self._weights.version
+        )
+        return True
+
+    def _drop_unread_weights(self) -> None:
+        """Disconnect peers that left weights unread for `weights_unread_timeout_s`: only
+        dropping the connection frees what libzmq queued for it."""
+        deadline = self._clock() - self.weights_unread_timeout_s
+        for routing_id, sent in self._weights_in_flight.items():
+            if sent.disconnected or sent.tracker.done or sent.sent_at > deadline:
+                continue
+            sent.disconnected = True
+            self.stats["dropped:unread_weights"] += 1
+            session = self._sessions.get(routing_id)
+            logger.warning(
+                "a peer (%s) left weights version %d unread for %.0f s; disconnected",
+                f"actor {session.key[0]}/{session.key[1]}" if session else "no session",
+                sent.version,
+                self.weights_unread_timeout_s,
+            )
+            if session is not None:
+                self._forget(session)
+                self._guards[0].disconnect(session.fd, "it left weights unread")
 
     def _committed_of(self, key: ActorKey) -> int:
         if not self.durable:
@@ -398,7 +532,7 @@ class LearnerServer:
         except HandshakeRefused as exc:
             self.stats["handshake_refused"] += 1
             logger.warning("%s", exc)
-            self._send(routing_id, Kind.REFUSED, {"reason": str(exc), "conn": conn})
+            self._send(routing_id, Kind.REFUSED, {"reason": exc.for_peer, "conn": conn})
             return
         key = (theirs.actor_id, theirs.incarnation)
         if (problem := self._implausible_hello(key, first_seq)) is not None:
@@ -419,12 +553,12 @@ class LearnerServer:
         if previous is None:
             result.new_actors.append(ActorInfo(key[0], key[1], self._cursors.get(key, -1)))
             logger.info("actor %s incarnation %d connected", *key)
-        self._sessions[routing_id] = _Session(routing_id, key, conn, self._clock())
+        self._sessions[routing_id] = _Session(routing_id, key, conn, self._clock(), self._peer_fd)
         self._by_key[key] = routing_id
         self.stats["handshakes"] += 1
         self._send(routing_id, Kind.WELCOME, self._status(key) | {"conn": conn})
-        if self._weights_frames is not None and self._outdated(have, have_learner):
-            self._send_frames(routing_id, self._weights_frames)
+        if self._outdated(have, have_learner):
+            self._send_weights(self._sessions[routing_id])
 
     def _learner_of(self, fields: Mapping[str, Any], name: str) -> int:
         """The learner incarnation a peer's weights came from; ours when it does not say."""
@@ -539,10 +673,9 @@ class LearnerServer:
         session = self._session(routing_id, message)
         have = get_int(message.fields, "have")
         have_learner = self._learner_of(message.fields, "have_learner")
-        if session is not None and self._weights_frames is not None:
-            if self._outdated(have, have_learner):
+        if session is not None and self._outdated(have, have_learner):
+            if self._send_weights(session):
                 self.stats["weights_sent_on_request"] += 1
-                self._send_frames(routing_id, self._weights_frames)
 
     def _on_episode(self, routing_id: bytes, message: Message, result: PollResult) -> None:
         session = self._sessions.get(routing_id)

@@ -23,6 +23,7 @@ from serl.data.datasets import (
     append_episode,
     episode_ids,
     load_dataset,
+    recover_dataset,
 )
 from serl.data.replay import ReplayBuffer
 from serl.data.tags import source_code
@@ -151,3 +152,73 @@ def test_kill_9_during_appends_leaves_every_finished_episode_readable(tmp_path: 
     # the next writer goes on from there
     append_episode(tmp_path, image_episode(2, 0))
     assert episode_ids(tmp_path) == list(range(n + 1))
+
+
+def _secret_file(folder: Path, rows: int) -> Path:
+    """An HDF5 file outside the dataset, shaped so that a loader following a link to it would
+    take it for the episode's observations."""
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = folder / "secret.h5"
+    with h5py.File(secret, "w") as fh:
+        fh["front"] = np.full((rows, 8, 8, 3), 7, np.uint8)
+    return secret
+
+
+@pytest.mark.parametrize("absolute", [True, False])
+def test_an_episode_linking_to_a_file_outside_the_dataset_is_refused(
+    tmp_path: Path, absolute: bool
+) -> None:
+    root = tmp_path / "dataset"
+    append_episode(root, image_episode(3, 0))
+    secret = _secret_file(tmp_path / "elsewhere", rows=4)
+    target = str(secret) if absolute else os.path.relpath(secret, root / "data" / "episodes")
+    with h5py.File(root / "data" / "episodes" / "episode_000000.hdf5", "a") as fh:
+        del fh["episode_0/observations/front"]
+        fh["episode_0/observations/front"] = h5py.ExternalLink(target, "/front")
+    with pytest.raises(DatasetError, match="outside the dataset.*links to .*secret.h5"):
+        load_dataset(root)
+
+
+def test_a_dataset_keeping_its_data_in_an_external_raw_file_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "dataset"
+    append_episode(root, image_episode(3, 0))
+    raw = tmp_path / "elsewhere.bin"
+    raw.write_bytes(bytes(4 * 8))
+    with h5py.File(root / "data" / "episodes" / "episode_000000.hdf5", "a") as fh:
+        del fh["episode_0/rewards"]
+        fh.create_dataset("episode_0/rewards", (4,), "f8", external=[(str(raw), 0, 32)])
+    with pytest.raises(DatasetError, match="keeps its data in other files"):
+        load_dataset(root)
+
+
+def _index_of_two_after_three_episodes(root: Path) -> None:
+    """A dataset of three episode files whose index lists two: a writer killed between the
+    third episode's file and the index."""
+    for seed in range(2):
+        append_episode(root, image_episode(3, seed))
+    data = root / "data"
+    saved = {name: (data / name).read_bytes() for name in ("main_data.hdf5", "metadata.json")}
+    append_episode(root, image_episode(3, 2))
+    for name, content in saved.items():
+        (data / name).write_bytes(content)
+
+
+def test_opening_a_dataset_rebuilds_an_index_a_killed_writer_left_behind(tmp_path: Path) -> None:
+    _index_of_two_after_three_episodes(tmp_path)
+    assert len(load_dataset(tmp_path).episodes) == 3
+    with h5py.File(tmp_path / "data" / "main_data.hdf5", "r") as fh:
+        assert sorted(fh.keys()) == ["episode_0", "episode_1", "episode_2"]
+        assert fh.attrs["total_episodes"] == 3
+        assert fh["episode_2/actions"].shape == (3, 2)  # the link leads to the episode file
+    metadata = json.loads((tmp_path / "data" / "metadata.json").read_text())
+    assert metadata["total_episodes"] == 3 and metadata["total_steps"] == 9
+
+
+def test_a_writer_opening_a_dataset_removes_a_killed_writes_temp_files(tmp_path: Path) -> None:
+    _index_of_two_after_three_episodes(tmp_path)
+    leftover = tmp_path / "data" / "episodes" / ".episode_000003.hdf5.x1y2.tmp"
+    leftover.write_bytes(bytes(1 << 20))
+    load_dataset(tmp_path)
+    assert leftover.exists()  # a reader never deletes: it may be a running writer's file
+    recover_dataset(tmp_path)
+    assert not leftover.exists()

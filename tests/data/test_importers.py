@@ -106,3 +106,30 @@ def test_sim_collect_npz_imports_per_episode_with_quality_metadata(tmp_path):
     assert (first.success, second.success) == (True, False)
     assert second.truncations.tolist() == [False, False, True]
     assert data.metadata["quality"] == "noisy" and data.metadata["env_id"] == "sim:PandaReach-v0"
+
+
+def test_a_minari_file_linking_outside_its_dataset_is_refused(tmp_path):
+    elsewhere = minari_dataset(tmp_path / "elsewhere", [(4, True)])
+    src = tmp_path / "minari"
+    (src / "data").mkdir(parents=True)
+    with h5py.File(src / "data" / "main_data.hdf5", "w") as fh:
+        target = str(elsewhere / "data" / "main_data.hdf5")
+        fh["episode_0"] = h5py.ExternalLink(target, "/episode_0")
+    with pytest.raises(DatasetError, match="outside the dataset"):
+        list(read_minari(src))
+
+
+def test_a_serl_dataset_reads_as_minari_through_its_links(tmp_path):
+    src = minari_dataset(tmp_path / "minari", [(4, True), (6, False)])
+    import_minari(src, tmp_path / "serl")
+    assert [len(e) for e in read_minari(tmp_path / "serl")] == [4, 6]
+
+
+def test_an_import_deletes_the_temp_files_of_a_killed_write(tmp_path):
+    src = minari_dataset(tmp_path / "minari", [(4, True)])
+    episodes = tmp_path / "serl" / "data" / "episodes"
+    episodes.mkdir(parents=True)
+    leftover = episodes / ".episode_000000.hdf5.k1ll.tmp"
+    leftover.write_bytes(bytes(1 << 20))
+    import_minari(src, tmp_path / "serl")
+    assert not leftover.exists()

@@ -430,6 +430,39 @@ def test_a_truncated_or_corrupt_file_gives_a_clear_error(tmp_path: Path, damage:
         ReplayBuffer.load(bad, camera_space(), ACTION_DIM)
 
 
+def _set_zip_field(data: bytearray, value: int, local_offset: int, central_offset: int) -> None:
+    """Write a 2-byte field into every local and central zip header of `data`."""
+    for signature, offset in ((b"PK\x03\x04", local_offset), (b"PK\x01\x02", central_offset)):
+        at = data.find(signature)
+        while at != -1:
+            data[at + offset : at + offset + 2] = value.to_bytes(2, "little")
+            at = data.find(signature, at + 4)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["unknown_compression", "claims_encryption", "unclosed_npy_header"],
+)
+def test_damage_numpy_or_zipfile_report_oddly_is_still_a_replay_file_error(
+    tmp_path: Path, damage: str
+) -> None:
+    path = tmp_path / "replay.npz"
+    filled_buffer().save(path)
+    data = bytearray(path.read_bytes())
+    if damage == "unknown_compression":  # zipfile: NotImplementedError
+        _set_zip_field(data, 99, local_offset=8, central_offset=10)
+    elif damage == "claims_encryption":  # zipfile: RuntimeError
+        _set_zip_field(data, 1, local_offset=6, central_offset=8)
+    else:  # numpy's header parser: tokenize.TokenError
+        at = data.find(b"{'descr'")
+        end = data.find(b"}", at)
+        data[end : end + 1] = b" "
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ReplayFileError, match=r"bad\.npz: .*truncated or corrupt"):
+        ReplayBuffer.load(bad, camera_space(), ACTION_DIM)
+
+
 def test_load_refuses_pickled_arrays_without_unpickling(tmp_path: Path) -> None:
     path = tmp_path / "evil.npz"
     np.savez(path, action=np.array([{"payload": 1}], dtype=object))

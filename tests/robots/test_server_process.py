@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,39 @@ def test_server_process_takes_its_limits_from_the_config_file(tmp_path: Path) ->
             proc.wait()
         log.close()
     assert "robot server stopped" in (tmp_path / "server.log").read_text()
+
+
+def test_sigusr1_to_the_server_process_releases_an_estop_at_the_robot_pc(tmp_path: Path) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "server.json"
+    config.write_text(json.dumps({"endpoint": endpoint, "sim": {"realtime": False}}))
+    log = (tmp_path / "server.log").open("wb")
+    env = child_env() | {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "serl"), "robot-server", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        with RobotClient(endpoint, timeout_s=30.0) as button:
+            button.estop()
+        with RobotClient(endpoint, timeout_s=30.0) as client:
+            assert client.get_state()["estopped"]
+            proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 10.0
+            while client.get_state()["estopped"]:
+                assert time.monotonic() < deadline, "SIGUSR1 did not release the e-stop"
+                time.sleep(0.05)
+            assert client.move_delta([0.0, 0.0, 0.005]).accepted
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert "e-stop released on the robot PC" in (tmp_path / "server.log").read_text()
 
 
 def test_config_file_with_an_unknown_field_is_refused_naming_it(tmp_path: Path) -> None:

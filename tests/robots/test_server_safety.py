@@ -27,6 +27,8 @@ from tests.robots.conftest import keep_target, server_config, stats
 from tests.robots.franky_sim import franka_server
 
 pytestmark = pytest.mark.timeout(90)
+Server = Callable[..., RobotServer]
+Client = Callable[..., RobotClient]
 
 SAFETY = {"watchdog_stop_s": 1.0}
 """The default limits but a shorter watchdog stop, on both servers: the test waits for it."""
@@ -106,6 +108,42 @@ def test_target_outside_the_box_is_clamped_onto_its_face(client: RobotClient) ->
     assert result.accepted and "workspace" in result.clamped
     assert result.state["ee_pos"][2] == pytest.approx(high_z, abs=2e-3)  # on the face, not at 2 m
     assert increase(before, stats(client), "clamped:workspace") == sent  # every command clamped
+
+
+def test_rotations_whose_norm_overflows_are_rejected_and_the_arm_holds(
+    make_server: Server, make_client: Client
+) -> None:
+    client = make_client(make_server().endpoint)
+    before = client.get_state()["ee_pos"]
+    huge = 1e308  # finite, but the norm of two of them is Inf
+    for result in (
+        client.move_delta([0.01, 0.0, 0.0], [huge, huge, 0.0]),
+        client.move_to(before, [huge, huge, 0.0, 0.0]),
+    ):
+        assert not result.accepted and result.reason == "nonfinite"
+        assert result.state["held"]
+    np.testing.assert_allclose(client.get_state()["ee_pos"], before, atol=1e-3)
+    counters = stats(client)
+    assert counters["rejected:nonfinite"] == 2 and "refused:internal_error" not in counters
+
+
+def test_a_motion_command_that_fails_inside_the_server_leaves_the_arm_holding(
+    make_server: Server, make_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_server()
+    client = make_client(server.endpoint)
+    assert client.move_delta([0.01, 0.0, 0.0]).accepted
+    holds = []
+    monkeypatch.setattr(server.backend, "hold", lambda: holds.append(True))
+
+    def broken(pos: np.ndarray, quat: np.ndarray) -> None:
+        raise ZeroDivisionError("a bug in a driver")
+
+    monkeypatch.setattr(server.backend, "command_pose", broken)
+    with pytest.raises(RobotServerError, match="internal_error"):
+        client.move_delta([0.01, 0.0, 0.0])
+    assert holds == [True]
+    assert client.get_state()["held"]
 
 
 def test_too_large_step_is_clamped_to_max_step(client: RobotClient) -> None:
@@ -230,6 +268,52 @@ def test_estop_works_while_another_client_streams_commands(
     assert not any(results[refused + 1 :])  # the streamer's commands are refused now
     client.release_estop()
     time.sleep(0.1)
+    assert client.move_delta([0.0, 0.0, 0.005]).accepted
+
+
+def test_only_a_client_that_set_the_estop_can_release_it(
+    make_server: Server, make_client: Client
+) -> None:
+    endpoint = make_server().endpoint
+    button, other = make_client(endpoint), make_client(endpoint)
+    button.estop()
+    with pytest.raises(RobotServerError, match="estop_owner"):
+        other.release_estop()
+    assert other.get_state()["estopped"]
+    assert not other.move_delta([0.0, 0.0, 0.005]).accepted
+    button.release_estop()
+    assert other.move_delta([0.0, 0.0, 0.005]).accepted
+    counters = stats(other)
+    assert counters["refused:estop_owner"] == 1 and counters["estop_releases"] == 1
+
+
+def test_every_client_that_pressed_the_estop_must_release_it(
+    make_server: Server, make_client: Client
+) -> None:
+    endpoint = make_server().endpoint
+    first, second = make_client(endpoint), make_client(endpoint)
+    first.estop()
+    second.estop()
+    with pytest.raises(RobotServerError, match="estop_held"):
+        first.release_estop()
+    assert first.get_state()["estopped"]
+    second.release_estop()
+    assert not first.get_state()["estopped"]
+
+
+def test_the_robot_pc_releases_an_estop_whoever_set_it(
+    make_server: Server, make_client: Client
+) -> None:
+    server = make_server()
+    gone = make_client(server.endpoint)
+    gone.estop()
+    gone.close()  # the client that pressed it is gone
+    server.release_estop_locally()
+    client = make_client(server.endpoint)
+    deadline = time.monotonic() + 5.0
+    while client.get_state()["estopped"]:
+        assert time.monotonic() < deadline, "the local release did not happen"
+        time.sleep(0.01)
     assert client.move_delta([0.0, 0.0, 0.005]).accepted
 
 

@@ -70,3 +70,10 @@ def test_pixel_dataset_stores_uint8_frames_per_camera(tmp_path: Path) -> None:
     with np.load(path, allow_pickle=False) as data:
         assert {"obs/front", "obs/wrist", "obs/state"} <= set(data.files)
         assert data["obs/front"].dtype == np.uint8 and data["obs/front"].shape[1:] == (32, 32, 3)
+
+
+def test_a_collect_deletes_the_temp_file_of_an_earlier_killed_save(tmp_path: Path) -> None:
+    leftover = tmp_path / "reach.npzk1ll.tmp"  # mkstemp's name for a save killed mid-write
+    leftover.write_bytes(bytes(1 << 20))
+    path = collect("sim:PandaReach-v0", 1, tmp_path / "reach.npz", quality="expert", seed=5)
+    assert path.exists() and not leftover.exists()

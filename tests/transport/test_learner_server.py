@@ -14,9 +14,9 @@ import pytest
 
 from serl.transport.client import ActorClient
 from serl.transport.codec import Limits, encode
-from serl.transport.protocol import ChunkRejected, HandshakeRefused, TransitionSpec
+from serl.transport.protocol import ChunkRejected, Handshake, HandshakeRefused, TransitionSpec
 from serl.transport.server import LearnerServer
-from serl.transport.sockets import InsecureBindError
+from serl.transport.sockets import InsecureBindError, bind_endpoint
 from tests.transport.helpers import (
     CONFIG_HASH,
     IMAGE_SPEC,
@@ -73,7 +73,7 @@ def test_handshake_mismatch_is_refused_with_a_message_naming_the_difference(
         with Serving(server) as serving, pytest.raises(HandshakeRefused) as info:
             client.wait_connected(5.0)
         text = str(info.value)
-        assert "config hash differs: learner 3fa2c1d0e5b7.. actor 91bc0000aaaa" in text
+        assert "config hash differs: actor 91bc0000aaaa (the learner logs its own" in text
         assert "observation 'wrist' shape (128, 128, 3) vs (64, 64, 3)" in text
         assert serving.total.new_actors == []
         assert server.stats["handshake_refused"] == 1
@@ -400,6 +400,40 @@ def test_an_implausible_skip_on_a_first_hello_is_refused() -> None:
         assert server.stats["lost_chunks"] == 0
         peer.hello(first_seq=2)  # the honest skip after a resume still works
         assert peer.recv(server).fields["cursor"] == 1
+    finally:
+        peer.close()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["tipc://{5560,0}", "vmci://1:5560", "ws://0.0.0.0:5560", "TCP://0.0.0.0:5560"]
+)
+def test_transports_other_machines_can_reach_need_keys_like_tcp(endpoint: str) -> None:
+    with pytest.raises(InsecureBindError, match="without CURVE keys"):
+        bind_endpoint(endpoint, secure=False, insecure=False)
+    assert bind_endpoint(endpoint, secure=True, insecure=False) == endpoint
+
+
+@pytest.mark.parametrize("endpoint", ["ipc:///tmp/serl-learner.sock", "inproc://learner"])
+def test_local_transports_bind_without_keys(endpoint: str) -> None:
+    assert bind_endpoint(endpoint, secure=False, insecure=False) == endpoint
+
+
+@pytest.mark.timeout(15)
+def test_a_refused_peer_is_not_shown_the_learners_config_hash() -> None:
+    server = LearnerServer(STATE_SPEC, CONFIG_HASH)
+    peer = RawPeer(server.data_endpoint)
+    try:
+        peer.send_message(
+            "hello",
+            Handshake("0000aaaa1111bbbb", STATE_SPEC, actor_id="stranger").to_fields()
+            | {"conn": 1, "weights_version": -1, "first_seq": 0},
+        )
+        reply = peer.recv(server)
+        assert reply is not None and reply.kind == "refused"
+        assert "config hash differs" in reply.fields["reason"]
+        assert CONFIG_HASH[:4] not in reply.fields["reason"]  # not even its first digits
+        assert server.stats["handshake_refused"] == 1
     finally:
         peer.close()
         server.close()

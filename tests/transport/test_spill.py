@@ -95,3 +95,16 @@ def test_a_blocked_simulator_goes_on_as_the_learner_takes_chunks(
         client.close(timeout_s=5.0)
     assert seqs == list(range(20))
     assert [c.seq for c in serving.total.chunks] == list(range(20))
+
+
+def test_an_actor_starting_deletes_its_half_written_spill_files(tmp_path: Path) -> None:
+    ours = tmp_path / "robot-0-17-000000000003.tmp.npz"  # killed inside np.savez
+    theirs = tmp_path / "robot-1-17-000000000003.tmp.npz"  # another actor's, maybe writing
+    for path in (ours, theirs):
+        path.write_bytes(bytes(1 << 20))
+    client = ActorClient(
+        "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", STATE_SPEC, CONFIG_HASH, "robot-0",
+        spill_dir=tmp_path,
+    )  # fmt: skip
+    client.close(timeout_s=0.0)
+    assert not ours.exists() and theirs.exists()

@@ -11,7 +11,15 @@ import pytest
 
 from serl.transport.client import ActorClient
 from serl.transport.server import LearnerServer
-from tests.transport.helpers import RawPeer, Serving, free_port, pump
+from tests.transport.helpers import (
+    CONFIG_HASH,
+    STATE_SPEC,
+    RawPeer,
+    Serving,
+    free_port,
+    pump,
+    pump_for,
+)
 
 pytestmark = pytest.mark.timeout(60)  # every test here may open sockets
 
@@ -140,3 +148,31 @@ def test_weights_request_is_answered_on_the_data_socket(server: LearnerServer) -
         assert reply.arrays["trunk.0.weight"].shape == (256, 256)
     finally:
         peer.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_peer_that_never_reads_gets_one_weights_message_then_is_disconnected() -> None:
+    now = [0.0]
+    server = LearnerServer(
+        STATE_SPEC, CONFIG_HASH, weights_unread_timeout_s=30.0, clock=lambda: now[0]
+    )
+    peer = RawPeer(server.data_endpoint, rcvhwm=1, rcvbuf=4096)
+    big = {"w": np.ones(4 << 20, np.float32)}  # 16 MiB: more than the sockets' buffers
+    try:
+        server.publish_weights(1, big)
+        peer.hello(weights_version=-1)  # the welcome brings version 1, which it never reads
+        pump_for(server, 0.5)
+        for version in range(2, 6):
+            server.publish_weights(version, big)
+            peer.send_message("weights_request", {"have": -1, "conn": 1})
+            pump_for(server, 0.2)
+        assert server.stats["weights_sent_on_request"] == 0  # one unread message, no more
+        assert server.stats["weights_deferred:unread"] == 4
+        now[0] = 31.0
+        pump(server, lambda _: server.stats["zmq:disconnected"] >= 1, 5.0)
+        assert server.stats["dropped:unread_weights"] == 1
+        assert server.stats["guard:disconnected"] == 1 and server.stats["zmq:disconnected"] >= 1
+        assert server.live_actors() == []
+    finally:
+        peer.close()
+        server.close()

@@ -9,7 +9,8 @@ Two ways to pass time (`SimBackendConfig.realtime`):
 
 * realtime: a daemon thread steps the physics in 10 ms slices to follow the wall clock, as a
   real arm moves whether or not anyone asks. If the machine cannot keep up, the sim falls
-  behind (logged once a second) rather than jumping.
+  behind (logged once a second) rather than jumping. The speed limits then measure time on
+  the wall clock (see `SimBackend.clock`).
 * as fast as asked: no thread; each `command_pose` advances exactly one control period
   (``1 / control_hz``), so a client stepping as fast as it can runs the sim faster than real
   time, deterministically.
@@ -113,7 +114,13 @@ class SimBackend(RobotBackend):
             self._stop.wait(max(0.0, next_t - time.monotonic()))
 
     def clock(self) -> float:
-        return float(self.data.time)
+        """Sim time when time passes per command; the wall clock in realtime mode. The physics
+        there advances in `SLICE_S` jumps, so sim time would read the same for every command
+        within one slice: at 100 Hz or more most commands would see dt = 0, the speed limit
+        would clamp them to the measured pose, and the arm would not move."""
+        if self._thread is None:
+            return float(self.data.time)
+        return time.monotonic()
 
     def _advance(self) -> None:
         """In 'as fast as asked' mode, one control period per motion command."""

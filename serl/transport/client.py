@@ -11,7 +11,11 @@ on the wire; after a reconnect (learner restarted, or silent for `silence_timeou
 learner's `welcome` says which seq it holds and everything after it is resent, in order.
 When more than `outbox_limit` chunks are held in memory, `send_chunk` blocks (simulators:
 the env simply waits) or, with `spill_dir` (real robots, whose control loop must not wait),
-writes the chunk to an .npz file and sends it from there later. Nothing is dropped.
+writes the chunk to an .npz file and sends it from there later. Nothing spilled is dropped:
+a killed actor's spill files stay, and the next process of the same actor_id with the same
+spill_dir sends them, each predecessor incarnation by a helper client speaking as that
+incarnation with the original seqs (so the learner's cursor drops what it already holds),
+and deletes them once committed. Chunks a killed actor held only in memory are lost.
 
 Weights: only the newest version is kept. CONFLATE cannot be used (it breaks multipart
 messages), so the I/O thread drains the SUB socket and keeps the last message; weights with
@@ -106,7 +110,10 @@ class ActorClient:
             time in milliseconds since the epoch, which does that by itself.
         curve: client keys (`load_client_keys`) when the learner uses CURVE.
         outbox_limit: chunks held in memory (queued, in flight, or awaiting commit).
-        spill_dir: spill to .npz files here instead of blocking when the outbox is full.
+        spill_dir: spill to .npz files here instead of blocking when the outbox is full;
+            a predecessor's spill files of this actor_id found here are sent too.
+        spilled: {seq: file} of chunks of this incarnation already on disk, to send and
+            then stop (how a predecessor's spill files are sent); None for a live actor.
         window: chunks sent but not yet acked, at most.
         heartbeat_s: ping period; silence_timeout_s: reconnect when nothing was heard this
             long; backoff_initial_s / backoff_max_s: exponential reconnect delays.
@@ -134,6 +141,7 @@ class ActorClient:
         backoff_max_s: float = 5.0,
         weights_stale_s: float = 2.0,
         seed: int | None = None,
+        spilled: Mapping[int, Path] | None = None,
     ) -> None:
         if outbox_limit < 1 or window < 1:
             raise ValueError("outbox_limit and window must be >= 1")
@@ -147,9 +155,11 @@ class ActorClient:
         )
         self.outbox_limit = outbox_limit
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        predecessors: dict[int, dict[int, Path]] = {}
         if self.spill_dir is not None:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             self._remove_stale_spills(actor_id)
+            predecessors = self._predecessor_spills(actor_id, incarnation)
         self.window = window
         self.limits = limits
         self.heartbeat_s = heartbeat_s
@@ -176,6 +186,14 @@ class ActorClient:
         self._stop = False
         self._counters: Counter[str] = Counter()
         self._episodes: deque[dict[str, Any]] = deque()
+        self._finish_when_sent = spilled is not None
+        """A helper for a predecessor's spill files: stops once all of them are committed."""
+        if spilled:
+            for seq in sorted(spilled):
+                path = spilled[seq]
+                self._records[seq] = _Record(seq, None, path, path.stat().st_size)
+            self._next_seq = max(spilled) + 1
+            self._forgotten = min(spilled) - 1
 
         # Owned by the I/O thread.
         self._ctx = zmq.Context()
@@ -203,6 +221,35 @@ class ActorClient:
             target=self._run, name=f"serl-transport-{actor_id}", daemon=True
         )
         self._thread.start()
+        self._heirs = [
+            ActorClient(
+                data_endpoint,
+                weights_endpoint,
+                spec,
+                config_hash,
+                actor_id,
+                old_incarnation,
+                curve=curve,
+                window=window,
+                limits=limits,
+                heartbeat_s=heartbeat_s,
+                silence_timeout_s=silence_timeout_s,
+                backoff_initial_s=backoff_initial_s,
+                backoff_max_s=backoff_max_s,
+                weights_stale_s=weights_stale_s,
+                seed=seed,
+                spilled=files,
+            )
+            for old_incarnation, files in sorted(predecessors.items())
+        ]
+        """Clients sending the spill files of earlier incarnations of this actor."""
+        if predecessors:
+            logger.info(
+                "sending %d chunk(s) spilled by %d earlier incarnation(s) of actor %s",
+                sum(map(len, predecessors.values())),
+                len(predecessors),
+                actor_id,
+            )
 
     # ---- caller side -------------------------------------------------------------------
 
@@ -322,9 +369,11 @@ class ActorClient:
             return self._connected
 
     def pending(self) -> int:
-        """Chunks not yet committed by the learner (in memory or spilled)."""
+        """Chunks not yet committed by the learner (in memory or spilled, a predecessor's
+        spill files included)."""
         with self._cond:
-            return len(self._records)
+            own = len(self._records)
+        return own + sum(heir.pending() for heir in self._heirs)
 
     def counters(self) -> dict[str, int]:
         """sent, resent, acked, committed, rejected, spilled, reconnects, weights_received..."""
@@ -334,9 +383,10 @@ class ActorClient:
     def close(self, timeout_s: float = 10.0) -> bool:
         """Wait up to `timeout_s` for every chunk to be committed, then stop the I/O thread.
 
-        Returns True when everything was committed. Uncommitted chunks are lost with this
-        process (spilled files stay in `spill_dir`).
+        Returns True when everything was committed (a predecessor's spill files included).
+        Uncommitted chunks are lost with this process (spilled files stay in `spill_dir`).
         """
+        deadline = time.monotonic() + timeout_s
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -361,7 +411,8 @@ class ActorClient:
                 "closed; the learner holds the last %d chunks and commits them with its next "
                 "checkpoint", left
             )  # fmt: skip
-        return flushed and left == 0
+        heirs_flushed = [heir.close(max(0.0, deadline - time.monotonic())) for heir in self._heirs]
+        return flushed and left == 0 and all(heirs_flushed)
 
     def __enter__(self) -> ActorClient:
         return self
@@ -391,6 +442,18 @@ class ActorClient:
         if stale:
             logger.info("removed %d half-written spill file(s) from %s", len(stale), self.spill_dir)
 
+    def _predecessor_spills(self, actor_id: str, incarnation: int) -> dict[int, dict[int, Path]]:
+        """{incarnation: {seq: file}} of the spill files earlier processes of this actor left
+        (killed, or closed before the learner committed them)."""
+        assert self.spill_dir is not None
+        pattern = re.compile(rf"{re.escape(_safe_name(actor_id))}-(-?\d+)-(\d+)\.npz")
+        found: dict[int, dict[int, Path]] = {}
+        for path in self.spill_dir.iterdir():
+            match = pattern.fullmatch(path.name)
+            if match is not None and int(match[1]) != incarnation:
+                found.setdefault(int(match[1]), {})[int(match[2])] = path
+        return found
+
     def _spill(self, seq: int, chunk: dict[str, np.ndarray]) -> Path:
         assert self.spill_dir is not None
         name = f"{_safe_name(self.handshake.actor_id)}-{self.handshake.incarnation}-{seq:012d}"
@@ -412,7 +475,7 @@ class ActorClient:
             self._connect()
             while True:
                 with self._cond:
-                    if self._stop:
+                    if self._stop or (self._finish_when_sent and not self._records):
                         break
                 ready = dict(self._poller.poll(self._poll_timeout_ms()))
                 if self._wake_r.fileno() in ready:

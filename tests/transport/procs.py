@@ -5,7 +5,8 @@ server: a minimal learner. Its "buffer" is the list of received (actor, incarnat
     `checkpoint_s`, then committed, exactly as a real learner would. It restores both on
     start and stops (after a last checkpoint) when `stop_file` appears.
 actor: sends `n_chunks` chunks whose obs value is the seq, then closes (waiting for the
-    commits) and writes its counters to `result_file`.
+    commits) and writes its counters to `result_file`; with `wait_for_kill`, it writes its
+    counters once the chunks are queued and waits to be killed instead.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def run_actor(cfg: dict[str, Any]) -> None:
         cfg["actor_id"],
         cfg.get("incarnation", 0),
         outbox_limit=cfg.get("outbox_limit", 4096),
+        spill_dir=cfg.get("spill_dir"),
         **FAST_CLIENT,
     )
     period = 1.0 / cfg["chunks_per_s"]
@@ -76,6 +78,10 @@ def run_actor(cfg: dict[str, Any]) -> None:
     for seq in range(cfg["n_chunks"]):
         time.sleep(max(0.0, start + seq * period - time.monotonic()))
         client.send_chunk(state_chunk(float(seq)))
+    if cfg.get("wait_for_kill"):
+        _write_json(Path(cfg["result_file"]), {"counters": client.counters()})
+        while True:
+            time.sleep(1.0)
     flushed = client.close(timeout_s=cfg.get("close_timeout_s", 20.0))
     _write_json(Path(cfg["result_file"]), {"flushed": flushed, "counters": client.counters()})
 

@@ -125,3 +125,46 @@ def test_learner_killed_and_resumed_ends_with_every_seq_exactly_once(tmp_path: P
     assert result["flushed"] is True
     assert result["counters"]["committed"] == n_chunks
     assert result["counters"]["resent"] > 0  # chunks received after the last checkpoint
+
+
+@pytest.mark.timeout(50)
+def test_a_killed_actors_spilled_chunks_are_sent_once_by_its_next_process(tmp_path: Path) -> None:
+    """An actor queues 6 chunks while no learner runs: 1 in memory, 5 spilled; it is killed.
+    The next process of the same actor (another incarnation, the same spill_dir) sends the
+    5 spilled ones as the old incarnation, with their seqs, then its own 4: the learner ends
+    with exactly those 9 rows, and the spill files are gone. (The chunk held in memory died
+    with the process.)"""
+    spill_dir = tmp_path / "spill"
+    first, info = _start_server(
+        tmp_path, 0, {"data": "tcp://127.0.0.1:0", "weights": "tcp://127.0.0.1:0"}
+    )
+    (tmp_path / "stop").touch()  # only for its endpoints: the actor runs with no learner
+    assert first.wait(timeout=10) == 0
+    (tmp_path / "stop").unlink()
+    actor = {"data_endpoint": info["data"], "weights_endpoint": info["weights"]}
+    actor |= {"actor_id": "robot-0", "chunks_per_s": 1000.0, "spill_dir": str(spill_dir)}
+    killed = spawn(
+        "actor",
+        actor
+        | {"incarnation": 1, "n_chunks": 6, "outbox_limit": 1, "wait_for_kill": True}
+        | {"result_file": str(tmp_path / "killed.json")},
+    )
+    server = successor = None
+    try:
+        assert wait_for_file(tmp_path / "killed.json")["counters"]["spilled"] == 5
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=5)
+        assert len(list(spill_dir.glob("*.npz"))) == 5
+        server, _ = _start_server(tmp_path, 1, {"data": info["data"], "weights": info["weights"]})
+        successor = spawn(
+            "actor",
+            actor | {"incarnation": 2, "n_chunks": 4, "result_file": str(tmp_path / "actor.json")},
+        )
+        result, state = _finish(tmp_path, server, successor)
+    finally:
+        _kill_all(killed, *(proc for proc in (server, successor) if proc is not None))
+    rows = sorted((incarnation, seq) for _, incarnation, seq, _ in state["received"])
+    assert rows == [(1, seq) for seq in range(1, 6)] + [(2, seq) for seq in range(4)]
+    assert all(seq == value for _, _, seq, value in state["received"])
+    assert result["flushed"] is True
+    assert list(spill_dir.iterdir()) == []

@@ -8,7 +8,7 @@ serl keys generate keys/
 serl train-local --env Pendulum-v1 --agent sac       # one process: act, learn, evaluate
 serl bench learner --quick                            # learner updates/s against SB3
 serl checkpoint-info runs/quickstart/checkpoint.safetensors
-serl pretrain-encoder --data demos/pick data/frames.npz --views front wrist --out enc.safetensors
+serl pretrain-encoder --data data/pick_px --views front wrist --out runs/conv.safetensors
 
 `serl learner`, `serl actor` and `serl train` also take `--config FILE.json` (any subset of
 their fields, e.g. the env, agent and agent_cfg a learner and its actors share); flags given

@@ -8,6 +8,7 @@ serl keys generate keys/
 serl train-local --env Pendulum-v1 --agent sac       # one process: act, learn, evaluate
 serl bench learner --quick                            # learner updates/s against SB3
 serl checkpoint-info runs/quickstart/checkpoint.safetensors
+serl pretrain-encoder --data data/pick_px --views front wrist --out runs/conv.safetensors
 
 `serl learner`, `serl actor` and `serl train` also take `--config FILE.json` (any subset of
 their fields, e.g. the env, agent and agent_cfg a learner and its actors share); flags given
@@ -289,6 +290,35 @@ def _keys(args: list[str]) -> int:
     print(f"  learner (GPU PC):  {key_dir}/server.key_secret, {key_dir}/authorized/")
     for name in opts.clients:
         print(f"  actor {name!r} (robot PC): {key_dir}/{name}.key_secret and {key_dir}/server.key")
+    return 0
+
+
+@command("pretrain-encoder", "pretrain the conv backbone on your recorded camera frames")
+def _pretrain_encoder(args: list[str]) -> int:
+    from serl.nets.pretrain import PretrainConfig, PretrainError, pretrain_encoder
+
+    cfg = tyro.cli(PretrainConfig, args=args, prog="serl pretrain-encoder")
+    try:
+        result = pretrain_encoder(cfg)
+    except PretrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    info = result.info
+    height, width = info["frame_size"]
+    print(
+        f"\npretrained the conv backbone on {info['train_frames']} frames "
+        f"({', '.join(info['views'])}, {height}x{width}), {info['steps']} steps; "
+        f"{info['val_frames']} held-out frames"
+    )
+    print(
+        f"reconstruction loss: train {info['train_loss']:.5f}, validation "
+        f"{info['val_loss']:.5f} (before training {info['initial_val_loss']:.5f})"
+    )
+    print(f"weights: {cfg.out}")
+    print(
+        f"use it:  --agent-cfg.encoder.backbone conv --agent-cfg.encoder.backbone-weights "
+        f"{cfg.out} --agent-cfg.encoder.backbone-pool {cfg.pool}"
+    )
     return 0
 
 

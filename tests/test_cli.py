@@ -26,7 +26,7 @@ def test_serl_help_lists_the_process_commands() -> None:
         [sys.executable, "-m", "serl.cli", "--help"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0
-    for name in ("train", "learner", "actor", "eval", "keys", "bench"):
+    for name in ("train", "learner", "actor", "eval", "keys", "bench", "pretrain-encoder"):
         assert f"\n  {name} " in result.stdout
 
 

@@ -41,6 +41,8 @@ from serl.nets.trunks import ResNetTrunk
 BACKBONES = ("efficientnet-lite0", "resnet10", "resnet18", "conv")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CONV_MEAN, CONV_STD = (0.5, 0.5, 0.5), (1.0, 1.0, 1.0)
+"""Input normalisation of the `conv` backbone: x/255 - 0.5, that of the trained encoders."""
 RANDOM_CONV_SEED = 0
 """Seed of the randomly initialised `conv` backbone (the control): same weights every run."""
 CONV_FILTERS = 32
@@ -207,6 +209,18 @@ def build_backbone(name: str, weights: str | None) -> tuple[nn.Module, int, bool
     raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
+def normalise_frames(frames: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 frames (B, H, W, 3) -> the float (B, 3, H, W) a backbone takes; mean and std are
+    (1, 3, 1, 1) on the frames' device."""
+    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - mean) / std
+
+
+def pool_features(feature_map: Tensor, pool: int) -> Tensor:
+    """(B, C, h, w) map -> (B, C·pool²): average-pooled to pool x pool cells, flattened."""
+    return F.adaptive_avg_pool2d(feature_map, pool).flatten(1)
+
+
 def digest_of(name: str, pool: int, net: nn.Module) -> str:
     """16 hex digits of SHA-256 over the backbone's name, pool size and every tensor."""
     h = hashlib.sha256(f"{name}/{pool}".encode())
@@ -235,7 +249,7 @@ class FrozenBackbone(nn.Module):
         self.__dict__["net"] = net.eval().requires_grad_(False)
         self.digest = digest_of(name, pool, net)
         self.out_dim = channels * pool * pool
-        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else ((0.5,) * 3, (1.0,) * 3)
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else (CONV_MEAN, CONV_STD)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("digest_bytes", torch.tensor(list(bytes.fromhex(self.digest))))
@@ -261,7 +275,5 @@ class FrozenBackbone(nn.Module):
                 f"a frozen backbone takes single RGB frames (B, H, W, 3), got "
                 f"{tuple(frames.shape)}; frame stacks need the trained encoder (--backbone none)"
             )
-        x = frames.permute(0, 3, 1, 2).float().div_(255.0)
-        x = (x - self.mean) / self.std
-        features = F.adaptive_avg_pool2d(self.__dict__["net"](x), self.pool)
-        return features.flatten(1)
+        x = normalise_frames(frames, self.mean, self.std)
+        return pool_features(self.__dict__["net"](x), self.pool)

@@ -51,7 +51,8 @@ class RecordConfig:
     image_size: int = 64
     """Frames are stored resized to image_size x image_size."""
     add: tuple[Path, ...] = ()
-    """Frame sets or episode datasets (sim.collect layout) whose frames are added."""
+    """Frame sets, episode datasets (sim.collect .npz, serl record-demos directories) or saved
+    replay buffers whose frames are added."""
     seed: int = 0
     """Seed of the first episode's reset."""
 
@@ -137,7 +138,8 @@ class TrainRewardArgs:
     """Train, calibrate and save a reward classifier."""
 
     frames: tyro.conf.Positional[tuple[Path, ...]]
-    """Frame sets (serl record-rewards) or episode datasets with pixel observations."""
+    """Frame sets (serl record-rewards), episode datasets (sim.collect .npz, serl record-demos
+    directories) or saved replay buffers, with pixel observations."""
     out: Path = Path("runs/reward")
     """Directory for classifier.safetensors, report.json and report.png."""
     train: RewardTrainConfig = field(default_factory=RewardTrainConfig)

@@ -15,7 +15,10 @@ labelled with that step's ``success``; reset observations carry no label and are
 Replay-buffer files (`ReplayBuffer.save`) can be added too: the next observation of each
 stored transition is labelled with ``extras/success`` when the buffer recorded it, else with
 ``terminated`` (success ends the episode in SERL-style tasks; do not add buffers of envs that
-terminate for other reasons).
+terminate for other reasons). So can dataset directories (`serl record-demos`, the Minari-style
+layout of `serl.data.datasets`): the observation after each step is labelled with that step's
+``infos/success`` (else ``terminations``), and an episode's last one also with its success
+mark, which a human may give where the env reports none.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from serl.checkpoint import atomic_write_bytes
+from serl.data.datasets import iter_episodes
 from serl.wrappers import resize_image
 
 logger = logging.getLogger(__name__)
@@ -126,9 +130,12 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return resize_image(frames, size, size)
 
 
-def load_frames(path: str | Path, views: tuple[str, ...], size: int) -> FrameSet:
-    """A frame set file or an episode dataset (sim.collect layout), resized to `size`."""
+def load_frames(path: str | Path, views: tuple[str, ...], size: int | None) -> FrameSet:
+    """A frame set, episode dataset or replay buffer (see the module docstring), its frames
+    resized to `size` x `size` (None: as stored)."""
     path = Path(path)
+    if path.is_dir():
+        return _dataset_frames(path, views, size)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such frame set or dataset file")
     with np.load(path, allow_pickle=False) as data:
@@ -156,8 +163,41 @@ def load_frames(path: str | Path, views: tuple[str, ...], size: int) -> FrameSet
             f"{path}: no frames for view(s) {missing}; it has {have} (record pixel "
             "observations, e.g. `python -m sim.collect --obs-mode pixels`, or pick --views)"
         )
-    frames = {v: resize_frames(arrays[prefix + v][keep], size) for v in views}
+    frames = {v: _sized(arrays[prefix + v][keep], size) for v in views}
     return FrameSet(frames, labels, episodes)
+
+
+def _sized(frames: np.ndarray, size: int | None) -> np.ndarray:
+    return frames if size is None else resize_frames(frames, size)
+
+
+def _dataset_frames(path: Path, views: tuple[str, ...], size: int | None) -> FrameSet:
+    """The post-step observations of a dataset directory, labelled as the module docstring says."""
+    frames: dict[str, list[np.ndarray]] = {v: [] for v in views}
+    labels, episodes = [], []
+    for episode in iter_episodes(path):
+        obs = episode.observations
+        have = sorted(obs) if isinstance(obs, dict) else []
+        missing = [v for v in views if v not in have]
+        if missing:
+            raise ValueError(
+                f"{path}: episode {episode.id} has no frames for view(s) {missing}; its "
+                f"observation keys are {have} (pick --views among the camera keys)"
+            )
+        for v in views:
+            frames[v].append(_sized(obs[v][1:], size))
+        success = episode.infos.get("success")
+        step = np.array(success[1:] if success is not None else episode.terminations, bool)
+        step[-1:] |= episode.success
+        labels.append(step)
+        episodes.append(np.full(len(episode), episode.id, np.int64))
+    if not labels:
+        raise ValueError(f"{path}: the dataset holds no complete episode")
+    return FrameSet(
+        {v: np.concatenate(f) for v, f in frames.items()},
+        np.concatenate(labels),
+        np.concatenate(episodes),
+    )
 
 
 def _episode_labels(arrays: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -95,3 +95,22 @@ def test_record_rewards_in_sim_records_both_classes_by_default(tmp_path, capsys)
     assert code == 0
     positives, negatives = load_frames(out, ("front",), 64).counts()
     assert positives >= 3 and negatives > 0  # the noisy expert succeeds in every episode
+
+
+def test_demo_dataset_frames_are_labelled_by_step_success_and_the_episode_mark(tmp_path):
+    from serl.data.datasets import Episode, append_episode
+
+    def episode(success_info: list[bool], mark: bool) -> Episode:
+        n = len(success_info) - 1  # frame value = row, so each frame says which row it is
+        frames = np.repeat(np.arange(n + 1, dtype=np.uint8), 8 * 8 * 3).reshape(n + 1, 8, 8, 3)
+        return Episode({"cam": frames, "state": np.zeros((n + 1, 2))}, np.zeros((n, 1)),
+                       np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), success=mark,
+                       infos={"success": np.array(success_info)})  # fmt: skip
+
+    append_episode(tmp_path / "demos", episode([False, False, True, True], mark=False))
+    append_episode(tmp_path / "demos", episode([False, False, False], mark=True))  # human mark
+    data = load_frames(tmp_path / "demos", ("cam",), None)
+    assert data.frames["cam"][:, 0, 0, 0].tolist() == [1, 2, 3, 1, 2]  # reset frames left out
+    assert data.labels.tolist() == [False, True, True, False, True]
+    assert data.episodes.tolist() == [0, 0, 0, 1, 1]
+    assert load_frames(tmp_path / "demos", ("cam",), 4).frames["cam"].shape == (5, 4, 4, 3)

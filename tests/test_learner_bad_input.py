@@ -53,6 +53,13 @@ class Training:
             last |= {k: v for k, v in record.items() if k.startswith("transport/dropped/")}
         return sum(last.values())
 
+    def cut_off(self) -> float:
+        """Connections the inbound guard shut because libzmq held too much of theirs."""
+        last: dict[str, float] = {}
+        for record in records(self.run):
+            last |= {k: v for k, v in record.items() if k.startswith("transport/guard/dropped")}
+        return sum(last.values())
+
     def updates(self) -> float:
         return latest(self.run, "learner/updates", 0.0)
 
@@ -177,7 +184,7 @@ def test_clients_that_connect_and_never_speak_do_not_stop_training(
 
 def test_memory_stays_bounded_under_a_flood_of_bad_messages(training: Training) -> None:
     rss_before = rss_mb(training.pid)
-    dropped_before = training.dropped()
+    dropped_before, cut_before = training.dropped(), training.cut_off()
     updates = training.updates()
     garbage = b"\xc1" + np.random.default_rng(1).bytes(60_000)  # under the 64 KiB frame cap
     peers = [RawPeer(training.endpoint) for _ in range(5)]
@@ -185,7 +192,14 @@ def test_memory_stays_bounded_under_a_flood_of_bad_messages(training: Training) 
         for raw in peers:  # 5 peers x 900 messages of 60 kB = 270 MB of garbage
             for _ in range(900):
                 raw.send([garbage])
-        wait_until(lambda: training.dropped() >= dropped_before + 4500, 30, "4500 drops")
+        # Each message is read and dropped, unless the learner falls behind (a busy machine)
+        # and the inbound guard cuts a flooding peer off for what libzmq holds of it.
+        wait_until(
+            lambda: training.dropped() >= dropped_before + 4500
+            or training.cut_off() > cut_before,
+            30,
+            "4500 drops or a flooding peer cut off",
+        )
     finally:
         for raw in peers:
             raw.close()

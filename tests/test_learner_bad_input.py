@@ -195,8 +195,7 @@ def test_memory_stays_bounded_under_a_flood_of_bad_messages(training: Training) 
         # Each message is read and dropped, unless the learner falls behind (a busy machine)
         # and the inbound guard cuts a flooding peer off for what libzmq holds of it.
         wait_until(
-            lambda: training.dropped() >= dropped_before + 4500
-            or training.cut_off() > cut_before,
+            lambda: training.dropped() >= dropped_before + 4500 or training.cut_off() > cut_before,
             30,
             "4500 drops or a flooding peer cut off",
         )

@@ -28,6 +28,7 @@ made with another backbone fails with a clear error.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from serl.nets.trunks import ResNetTrunk
+from serl.nets.weights import load_exactly
 
 BACKBONES = ("efficientnet-lite0", "resnet10", "resnet18", "conv")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -78,25 +80,10 @@ def read_state_file(path: str | Path) -> dict[str, Tensor]:
 
 
 def _load_exactly(net: nn.Module, state: dict[str, Tensor], what: str) -> None:
-    """Copy `state` into `net`; every tensor must exist on both sides with the same shape.
-
-    Classifier tensors (``fc.*``, ``_fc.*``) in the file are ignored: a backbone has no head.
-    """
+    """`load_exactly` with a file's classifier tensors (``fc.*``, ``_fc.*``) ignored: a
+    backbone has no head."""
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "_fc."))}
-    own = net.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise BackboneError(
-            f"{what}: missing tensors {missing[:4]}, unexpected tensors {unexpected[:4]}; "
-            "is it a state dict of this architecture (torchvision names for resnets)?"
-        )
-    for name, tensor in state.items():
-        if tensor.shape != own[name].shape:
-            raise BackboneError(
-                f"{what}: tensor {name!r} has shape {tuple(tensor.shape)}, expected "
-                f"{tuple(own[name].shape)}"
-            )
-    net.load_state_dict(state)
+    load_exactly(net, state, what, BackboneError)
 
 
 class BasicBlock(nn.Module):
@@ -253,6 +240,17 @@ class FrozenBackbone(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("digest_bytes", torch.tensor(list(bytes.fromhex(self.digest))))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenBackbone:
+        """A copy (e.g. the agent's target encoder) shares the frozen network: it never
+        changes, and a second copy of its weights would be memory no update reads."""
+        net = self.__dict__["net"]
+        memo[id(net)] = net
+        copied = self.__class__.__new__(self.__class__)
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            copied.__dict__[key] = copy.deepcopy(value, memo)
+        return copied
 
     def _apply(self, fn: Any, recurse: bool = True) -> FrozenBackbone:
         self.__dict__["net"]._apply(fn, recurse)  # .to(device) moves the network too

@@ -94,6 +94,14 @@ def test_the_backbone_stays_out_of_published_weights_but_its_digest_is_checked()
     agent_with(backbone="conv").policy.load_state_dict(state)  # the same backbone loads
 
 
+def test_the_target_encoder_shares_the_frozen_network_and_trains_its_own_head():
+    agent = agent_with(backbone="conv")
+    online, target = agent.encoder.cameras["front"], agent.target_encoder.cameras["front"]
+    assert target.backbone.__dict__["net"] is online.backbone.__dict__["net"]
+    assert target.project[0].weight is not online.project[0].weight
+    torch.testing.assert_close(target.project[0].weight, online.project[0].weight)
+
+
 def test_the_buffer_stores_the_backbones_features_of_every_frame_exactly_once():
     agent = agent_with(backbone="conv")
     specs = frame_features(agent)

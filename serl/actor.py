@@ -17,7 +17,8 @@ Control loop (one thread; all network I/O happens on `ActorClient`'s own thread)
 * Interventions: `action_override(obs, policy_action)` may return a human's action, which
   replaces the policy's, is the one stored, and is tagged `intervention`.
 * Outbox: bounded; a simulator blocks when it is full, a real robot (`spill_dir`) spills
-  chunks to disk instead (ActorClient, DESIGN §4). Nothing is dropped. The actor keeps each
+  chunks to disk instead (ActorClient, DESIGN §4), up to `spill_limit_mb`, then waits too.
+  Nothing is dropped. The actor keeps each
   chunk until a learner checkpoint holds it (exactly-once across learner crashes), so the
   outbox must hold a checkpoint period of data: `outbox_limit` × `chunk_size` transitions.
 * `sync_steps` (simulation only): after that many policy steps on one weights version the
@@ -115,9 +116,16 @@ class ActorConfig:
     """Every this many episodes, one deterministic evaluation episode (0: never)."""
     spill_dir: Path | None = None
     """Real robots: spill chunks to this directory instead of blocking when the outbox is full."""
+    spill_limit_mb: float = 2048.0
+    """At most this much disk for spilled chunks; beyond it the actor waits for the learner
+    (a real arm holds still: the robot server's watchdog), so an outage cannot fill a disk."""
     outbox_limit: int = 1024
     """Chunks held in memory until the learner commits them (at its checkpoints); hold at
     least a checkpoint period's worth, or the actor waits (spills) until the next one."""
+    silence_timeout_s: float = 10.0
+    """Reconnect when the learner has been silent this long (it answers pings every second
+    while it runs); lower it on a LAN to notice a pulled cable sooner, raise it for a learner
+    whose single update takes seconds."""
     max_steps: int = 0
     """Stop after this many training env steps (0: run until stopped)."""
     source: Literal["online", "sim", "real"] = "online"
@@ -326,6 +334,8 @@ class Actor:
                 curve=curve,
                 outbox_limit=cfg.outbox_limit,
                 spill_dir=cfg.spill_dir,
+                spill_limit_bytes=int(cfg.spill_limit_mb * 2**20),
+                silence_timeout_s=cfg.silence_timeout_s,
                 seed=cfg.seed,
             )
         self.client = client

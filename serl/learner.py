@@ -32,7 +32,8 @@ consistent pair: the checkpoint always names a buffer file that exists)::
     (old replay-*.npz deleted)  then `server.commit(cursors)` tells actors to forget those
                                 chunks: a checkpoint holds them
 
-After a `kill -9`, `--resume` restores agent, buffer, counters, sampler and cursors; the
+After a `kill -9`, `--resume` restores agent, buffer, counters, sampler, cursors and which
+CURVE key owns each actor_id (so a restart is no chance to take over a robot's name); the
 actors reconnect by themselves and resend every chunk after the restored cursors, so each
 transition is in the buffer exactly once.
 """
@@ -303,7 +304,7 @@ class Learner:
         self.stats: Counter[str] = Counter()
         """Learner-side ingestion counts: rejected:<why> for chunks the buffer refused."""
 
-        cursors = self._restore() if cfg.resume else self._check_fresh()
+        saved = self._restore() if cfg.resume else self._check_fresh()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.server = LearnerServer(
             self.spec,
@@ -316,8 +317,9 @@ class Learner:
             max_inbound_bytes=int(cfg.max_inbound_mb * 2**20),
             durable=True,
         )
-        if cursors:
-            self.server.load_cursors(cursors)
+        if saved is not None:
+            self.server.load_cursors(saved["cursors"])
+            self.server.load_owners(saved.get("owners", {}))
         self.metrics = MetricsLogger(self.run_dir)
         self._closed = False
         self._window = _Window()
@@ -683,6 +685,7 @@ class Learner:
             "counters": dict(vars(self.counters)),
             "sampler": self.sampler.state_dict(),
             "cursors": cursors,
+            "owners": self.server.owners(),
             "actors": [[a, i, index] for (a, i), index in self.actor_index.items()],
             "replay_file": replay_name,
             "prior_file": prior_name,
@@ -728,7 +731,8 @@ class Learner:
         self._remove_stale_files(keep=set())
 
     def _restore(self) -> dict[str, Any] | None:
-        """Load agent, buffer, sampler, counters and actor table; return the saved cursors."""
+        """Load agent, buffer, sampler, counters and actor table; return the checkpoint's
+        metadata (its cursors and actor key owners go to the server)."""
         path = self.checkpoint_path
         if not path.exists():
             logger.warning("--resume: no checkpoint in %s yet; starting a new run", self.run_dir)
@@ -777,7 +781,7 @@ class Learner:
             self.counters.updates,
             len(self.buffer),
         )
-        return meta["cursors"]
+        return meta
 
     # ---- shutdown -----------------------------------------------------------------------
 

@@ -113,19 +113,25 @@ def child_env(threads: int = 1) -> dict[str, str]:
 
 
 def spawn_serl(
-    command: str, config: Any, config_path: Path, log_path: Path, threads: int = 1
+    command: str,
+    config: Any,
+    config_path: Path,
+    log_path: Path,
+    threads: int = 1,
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     """Write `config` (a config dataclass) to `config_path` and start `serl COMMAND --config`.
 
     stdout and stderr go to `log_path` (appended); the child gets `child_env(threads)` and a
-    session of its own.
+    session of its own. `prefix` runs it through a launcher that execs it (e.g. `ip netns
+    exec NS`, see serl.bench.netlab), so the returned pid is still serl's.
     """
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serl.cli", command, "--config", str(config_path)],
+            [*prefix, sys.executable, "-m", "serl.cli", command, "--config", str(config_path)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

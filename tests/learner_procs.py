@@ -38,9 +38,16 @@ class Procs:
         self.root = root
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, command: str, name: str, config: Any) -> subprocess.Popen:
+    def start(
+        self, command: str, name: str, config: Any, prefix: tuple[str, ...] = ()
+    ) -> subprocess.Popen:
+        """Start `serl COMMAND` as `name`; `prefix` e.g. runs it inside a netlab host."""
         proc = spawn_serl(
-            command, config, self.root / "configs" / f"{name}.json", self.log_path(name)
+            command,
+            config,
+            self.root / "configs" / f"{name}.json",
+            self.log_path(name),
+            prefix=prefix,
         )
         self.procs[name] = proc
         return proc

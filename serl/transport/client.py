@@ -11,11 +11,21 @@ on the wire; after a reconnect (learner restarted, or silent for `silence_timeou
 learner's `welcome` says which seq it holds and everything after it is resent, in order.
 When more than `outbox_limit` chunks are held in memory, `send_chunk` blocks (simulators:
 the env simply waits) or, with `spill_dir` (real robots, whose control loop must not wait),
-writes the chunk to an .npz file and sends it from there later. Nothing spilled is dropped:
-a killed actor's spill files stay, and the next process of the same actor_id with the same
-spill_dir sends them, each predecessor incarnation by a helper client speaking as that
-incarnation with the original seqs (so the learner's cursor drops what it already holds),
-and deletes them once committed. Chunks a killed actor held only in memory are lost.
+the oldest chunk in memory is written to an .npz file and sent from there later, up to
+`spill_limit_bytes` on disk (then `send_chunk` blocks too: a bounded disk, and the robot
+server holds the arm while the control loop waits). Nothing spilled is dropped: a killed
+actor's spill files stay, and the next process of the same actor_id with the same spill_dir
+sends them, each predecessor incarnation by a helper client speaking as that incarnation
+with the original seqs (so the learner's cursor drops what it already holds), and deletes
+them once committed. Chunks a killed actor held only in memory are lost: its newest, at most
+`outbox_limit` (the files are always the oldest, a contiguous run after the last commit).
+
+A dead link (a cable pulled, a switch rebooting) is noticed by the silence timeout on the
+DEALER and by ZMTP heartbeats on both sockets (the SUB sends nothing else, so without them a
+connection to a learner that died during the outage would look alive forever); a connect
+attempt on a link that drops SYNs gives up after `CONNECT_TIMEOUT_MS` and is retried, rather
+than waiting minutes for the kernel. While the learner is unreachable the client logs, every
+`OUTAGE_LOG_S`, how long and how much it holds and has spilled.
 
 Weights: only the newest version is kept. CONFLATE cannot be used (it breaks multipart
 messages), so the I/O thread drains the SUB socket and keeps the last message; weights with
@@ -66,6 +76,12 @@ CLIENT_LIMITS = Limits(
 
 _DISCONNECTED, _HELLO_SENT, _READY = "disconnected", "hello_sent", "ready"
 
+CONNECT_TIMEOUT_MS = 1000
+"""A TCP connect on a link that drops SYNs is abandoned after this and retried by ZeroMQ
+(reconnect_ivl); the kernel's own SYN retries would take minutes to give up."""
+OUTAGE_LOG_S = 5.0
+"""While the learner is unreachable, a warning this often: for how long, and what is held."""
+
 
 @dataclass(frozen=True)
 class Weights:
@@ -92,6 +108,8 @@ class _Record:
     path: Path | None
     nbytes: int
     sends: int = 0
+    disk_bytes: int = 0
+    """Size of the spill file (0 in memory)."""
 
 
 def _safe_name(text: str) -> str:
@@ -112,6 +130,8 @@ class ActorClient:
         outbox_limit: chunks held in memory (queued, in flight, or awaiting commit).
         spill_dir: spill to .npz files here instead of blocking when the outbox is full;
             a predecessor's spill files of this actor_id found here are sent too.
+        spill_limit_bytes: this incarnation's spill files take at most this much disk; beyond
+            it `send_chunk` blocks as without `spill_dir`.
         spilled: {seq: file} of chunks of this incarnation already on disk, to send and
             then stop (how a predecessor's spill files are sent); None for a live actor.
         window: chunks sent but not yet acked, at most.
@@ -133,6 +153,7 @@ class ActorClient:
         curve: ClientKeys | None = None,
         outbox_limit: int = 64,
         spill_dir: Path | str | None = None,
+        spill_limit_bytes: int = 2 * 2**30,
         window: int = 32,
         limits: Limits = CLIENT_LIMITS,
         heartbeat_s: float = 1.0,
@@ -155,6 +176,7 @@ class ActorClient:
         )
         self.outbox_limit = outbox_limit
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self.spill_limit_bytes = spill_limit_bytes
         predecessors: dict[int, dict[int, Path]] = {}
         if self.spill_dir is not None:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +200,10 @@ class ActorClient:
         self._forgotten = -1
         """Highest seq committed and dropped here: the learner can never get it again."""
         self._in_memory = 0
+        self._memory_seqs: deque[int] = deque()
+        """Seqs of chunks held in memory, oldest first (committed ones are skipped lazily)."""
+        self._spilled_bytes = 0
+        """Size of this incarnation's spill files not yet committed (deleted)."""
         self._weights: Weights | None = None
         self._error: BaseException | None = None
         self._connected = False
@@ -211,6 +237,9 @@ class ActorClient:
         self._hello_at = 0.0
         self._reconnect_at = 0.0
         self._attempt = 0
+        self._unreachable_since: float | None = time.monotonic()
+        """Since when no handshake has been accepted on the current link (None: connected)."""
+        self._outage_logged = time.monotonic()
         self._stale_since: float | None = None
         self._reported_version = -1
 
@@ -271,34 +300,69 @@ class ActorClient:
         nbytes = sum(arr.nbytes for arr in chunk.values())
         with self._send_lock:
             with self._cond:
-                if self.spill_dir is None:
-                    ok = self._cond.wait_for(
-                        lambda: (
-                            self._in_memory < self.outbox_limit
-                            or self._error is not None
-                            or self._closing
-                        ),
-                        timeout_s,
+                ok = self._cond.wait_for(
+                    lambda: (
+                        self._in_memory < self.outbox_limit
+                        or (self.spill_dir is not None and self._spill_has_room(nbytes))
+                        or self._error is not None
+                        or self._closing
+                    ),
+                    timeout_s,
+                )
+                if not ok:
+                    held = f"outbox full ({self.outbox_limit} chunks)"
+                    if self.spill_dir is not None:
+                        held += f" and spill full ({self._spilled_bytes / 2**20:.1f} MB)"
+                    raise TimeoutError(
+                        f"{held} for {timeout_s} s; is the learner running and reachable?"
                     )
-                    if not ok:
-                        raise TimeoutError(
-                            f"outbox full ({self.outbox_limit} chunks) for {timeout_s} s; "
-                            "is the learner running and reachable?"
-                        )
                 self._raise_if_failed()
                 seq = self._next_seq
                 self._next_seq += 1
-                spill = self._in_memory >= self.outbox_limit
-                if not spill:
-                    self._records[seq] = _Record(seq, chunk, None, nbytes)
-                    self._in_memory += 1
-            if spill:
-                path = self._spill(seq, chunk)
-                with self._cond:
-                    self._records[seq] = _Record(seq, None, path, nbytes)
-                    self._counters["spilled"] += 1
+                self._records[seq] = _Record(seq, chunk, None, nbytes)
+                self._in_memory += 1
+                self._memory_seqs.append(seq)
+                oldest = None
+                if self.spill_dir is not None and self._in_memory > self.outbox_limit:
+                    oldest = self._oldest_in_memory()
+            if oldest is not None:
+                self._move_to_disk(oldest)
         self._wake()
         return seq
+
+    def _oldest_in_memory(self) -> _Record | None:
+        """The in-memory record with the lowest seq (call with `_cond` held)."""
+        while self._memory_seqs:
+            record = self._records.get(self._memory_seqs.popleft())
+            if record is not None and record.arrays is not None:
+                return record
+        return None
+
+    def _move_to_disk(self, record: _Record) -> None:
+        """Spill `record` (the oldest chunk in memory) to a file and drop its arrays.
+
+        Spilling the oldest rather than the newest keeps the files a contiguous run of seqs
+        after the last commit: if this process is killed, the chunks it loses are its newest
+        (at most `outbox_limit`), and a successor sends the files from the first seq the
+        learner lacks, which the learner must see contiguous (see LearnerServer's hello).
+        """
+        assert record.arrays is not None
+        path = self._spill(record.seq, record.arrays)
+        size = path.stat().st_size
+        with self._cond:
+            if self._records.get(record.seq) is not record:  # committed while being written
+                path.unlink(missing_ok=True)
+                return
+            record.path, record.disk_bytes = path, size
+            record.arrays = None  # after `path`: the I/O thread reads arrays, then path
+            self._in_memory -= 1
+            self._spilled_bytes += size
+            self._counters["spilled"] += 1
+            self._counters["spilled_bytes"] += size
+
+    def _spill_has_room(self, nbytes: int) -> bool:
+        """Whether a chunk of `nbytes` (its .npz is about that size) fits the spill limit."""
+        return self._spilled_bytes + nbytes <= self.spill_limit_bytes
 
     def send_episode_stats(self, stats: Mapping[str, bool | int | float | str]) -> None:
         """Queue scalar statistics of a finished episode (best effort, at most 256 waiting)."""
@@ -505,6 +569,9 @@ class ActorClient:
         sock.maxmsgsize = self.limits.frame_cap
         sock.reconnect_ivl = 100
         sock.reconnect_ivl_max = int(self.backoff_max_s * 1000)
+        sock.connect_timeout = CONNECT_TIMEOUT_MS
+        sock.heartbeat_ivl = int(self.heartbeat_s * 1000)
+        sock.heartbeat_timeout = int(self.silence_timeout_s * 1000)
         if self._curve is not None:
             configure_client_socket(sock, self._curve)
         return sock
@@ -559,6 +626,8 @@ class ActorClient:
         self._attempt += 1
         self._state = _DISCONNECTED
         self._reconnect_at = time.monotonic() + delay
+        if self._unreachable_since is None:
+            self._unreachable_since = self._outage_logged = time.monotonic()
         with self._cond:
             self._connected = False
             self._counters["reconnects"] += 1
@@ -574,6 +643,7 @@ class ActorClient:
 
     def _timers(self) -> None:
         now = time.monotonic()
+        self._log_outage(now)
         if self._state == _DISCONNECTED:
             if now >= self._reconnect_at:
                 self._connect()
@@ -585,6 +655,21 @@ class ActorClient:
         if self._state == _READY and now - self._last_ping >= self.heartbeat_s:
             self._last_ping = now
             self._send(Kind.PING, {"conn": self._conn})
+
+    def _log_outage(self, now: float) -> None:
+        """While no handshake is accepted: every OUTAGE_LOG_S, for how long and what is held."""
+        if self._unreachable_since is None or now - self._outage_logged < OUTAGE_LOG_S:
+            return
+        self._outage_logged = now
+        with self._cond:
+            held = len(self._records)
+            spilled = sum(r.path is not None for r in self._records.values())
+            spilled_mb = self._spilled_bytes / 2**20
+        where = f" ({spilled_mb:.1f} MB in {self.spill_dir})" if self.spill_dir else ""
+        logger.warning(
+            "learner at %s unreachable for %.0f s; holding %d chunk(s), %d of them spilled%s",
+            self.data_endpoint, now - self._unreachable_since, held, spilled, where,
+        )  # fmt: skip
 
     def _pump(self) -> None:
         """Send chunks in seq order while the window allows, then queued episode stats."""
@@ -603,7 +688,9 @@ class ActorClient:
                     )
                 )
                 return
-            arrays = record.arrays if record.arrays is not None else self._load(record.path)
+            arrays = record.arrays  # read once: the caller may spill the record meanwhile
+            if arrays is None:
+                arrays = self._load(record.path)
             if not self._send(Kind.CHUNK, {"seq": record.seq, "conn": self._conn}, arrays):
                 break
             record.sends += 1
@@ -693,7 +780,12 @@ class ActorClient:
             self._ever_connected = True
             self._cond.notify_all()
         self._check_stale_weights(get_int(fields, "weights_version"), fields.get("learner"))
-        logger.info("connected to the learner at %s (its cursor %d)", self.data_endpoint, cursor)
+        outage = time.monotonic() - (self._unreachable_since or time.monotonic())
+        self._unreachable_since = None
+        logger.info(
+            "connected to the learner at %s after %.1f s (its cursor %d; %d chunk(s) to send)",
+            self.data_endpoint, outage, cursor, self._next_seq - 1 - cursor,
+        )  # fmt: skip
 
     def _on_ack(self, fields: dict[str, Any]) -> None:
         cursor = get_int(fields, "cursor", -1)
@@ -723,6 +815,7 @@ class ActorClient:
                     self._in_memory -= 1
                 if record.path is not None:
                     record.path.unlink(missing_ok=True)
+                    self._spilled_bytes -= record.disk_bytes
                 self._counters["committed"] += 1
             self._cond.notify_all()
 

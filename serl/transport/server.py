@@ -125,6 +125,8 @@ class _Session:
     last_seen: float
     fd: int = -1
     """The connection's file descriptor (ZMQ_SRCFD of its last message), to disconnect it."""
+    silent: bool = False
+    """Logged as not live (silent for `live_after_s`); cleared by its next message."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,9 @@ class LearnerServer:
             pins at most one policy version, and all of them together this many.
         weights_unread_timeout_s: a peer that leaves a weights message unread this long is
             disconnected and its session forgotten, which frees what its queue pinned.
+        live_after_s: a session silent this long (its actor pings every second) is not live
+            any more: `live_actors` leaves it out and the learner logs it once, e.g. while
+            a robot PC's link is down; it is live again at its next message.
         session_timeout_s: a session silent this long is forgotten (its cursor is kept).
         max_sessions: live sessions at most; the longest-silent one is dropped beyond it.
         clock: monotonic seconds, for session timeouts (injectable in tests).
@@ -208,6 +213,7 @@ class LearnerServer:
         max_inbound_bytes: int = 2**30,
         max_weights_in_flight: int = 16,
         weights_unread_timeout_s: float = 30.0,
+        live_after_s: float = 3.0,
         session_timeout_s: float = 60.0,
         max_sessions: int = 1024,
         clock: Callable[[], float] = time.monotonic,
@@ -222,6 +228,7 @@ class LearnerServer:
         self.max_weights_in_flight = max_weights_in_flight
         self.weights_unread_timeout_s = weights_unread_timeout_s
         self.max_messages_per_poll = max_messages_per_poll
+        self.live_after_s = live_after_s
         self.session_timeout_s = session_timeout_s
         self.max_sessions = max_sessions
         self.stats: Counter[str] = Counter()
@@ -386,6 +393,17 @@ class LearnerServer:
         self._cursors = dict(parsed)
         self._committed = dict(parsed)
 
+    def owners(self) -> dict[str, str]:
+        """{actor_id: CURVE public key (Z85) that owns it}; save it with the cursors."""
+        return dict(sorted(self._owners.items()))
+
+    def load_owners(self, owners: Mapping[str, str]) -> None:
+        """Restore `owners()` on resume: an actor_id stays tied to its key across restarts."""
+        for actor_id, key in owners.items():
+            if not isinstance(actor_id, str) or not isinstance(key, str) or len(key) != 40:
+                raise ValueError(f"owner of {actor_id!r} is {key!r}, not a Z85 CURVE public key")
+        self._owners = dict(owners)
+
     def commit(self, cursors: Mapping[str, Mapping[str, int]] | None = None) -> None:
         """Tell actors their chunks up to `cursors` (default: all accepted) are checkpointed.
 
@@ -425,8 +443,9 @@ class LearnerServer:
         self.close()
 
     def live_actors(self) -> list[ActorKey]:
-        """(actor_id, incarnation) of every current session."""
-        return [session.key for session in self._sessions.values()]
+        """(actor_id, incarnation) of every session heard from within `live_after_s`."""
+        deadline = self._clock() - self.live_after_s
+        return [s.key for s in self._sessions.values() if s.last_seen >= deadline]
 
     # ---- message handling --------------------------------------------------------------
 
@@ -519,6 +538,9 @@ class LearnerServer:
             self._send(routing_id, Kind.NEED_HELLO, {"conn": conn if type(conn) is int else -1})
             return None
         session.last_seen = self._clock()
+        if session.silent:
+            session.silent = False
+            logger.info("actor %s incarnation %d is live again", *session.key)
         return session
 
     def _on_hello(self, routing_id: bytes, message: Message, result: PollResult) -> None:
@@ -715,3 +737,11 @@ class LearnerServer:
         for session in [s for s in self._sessions.values() if s.last_seen < deadline]:
             logger.info("actor %s incarnation %d timed out", *session.key)
             self._forget(session)
+        for session in self._sessions.values():
+            if not session.silent and session.last_seen < now - self.live_after_s:
+                session.silent = True
+                self.stats["actor_went_silent"] += 1
+                logger.warning(
+                    "actor %s incarnation %d silent for %.0f s: not live (link down?)",
+                    *session.key, now - session.last_seen,
+                )  # fmt: skip

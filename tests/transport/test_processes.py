@@ -129,11 +129,11 @@ def test_learner_killed_and_resumed_ends_with_every_seq_exactly_once(tmp_path: P
 
 @pytest.mark.timeout(50)
 def test_a_killed_actors_spilled_chunks_are_sent_once_by_its_next_process(tmp_path: Path) -> None:
-    """An actor queues 6 chunks while no learner runs: 1 in memory, 5 spilled; it is killed.
-    The next process of the same actor (another incarnation, the same spill_dir) sends the
-    5 spilled ones as the old incarnation, with their seqs, then its own 4: the learner ends
-    with exactly those 9 rows, and the spill files are gone. (The chunk held in memory died
-    with the process.)"""
+    """An actor queues 6 chunks while no learner runs: the oldest 5 spilled, the newest in
+    memory; it is killed. The next process of the same actor (another incarnation, the same
+    spill_dir) sends the 5 spilled ones as the old incarnation, with their seqs, then its own
+    4: the learner ends with exactly those 9 rows, and the spill files are gone. (The chunk
+    held in memory, the newest, died with the process.)"""
     spill_dir = tmp_path / "spill"
     first, info = _start_server(
         tmp_path, 0, {"data": "tcp://127.0.0.1:0", "weights": "tcp://127.0.0.1:0"}
@@ -164,7 +164,7 @@ def test_a_killed_actors_spilled_chunks_are_sent_once_by_its_next_process(tmp_pa
     finally:
         _kill_all(killed, *(proc for proc in (server, successor) if proc is not None))
     rows = sorted((incarnation, seq) for _, incarnation, seq, _ in state["received"])
-    assert rows == [(1, seq) for seq in range(1, 6)] + [(2, seq) for seq in range(4)]
+    assert rows == [(1, seq) for seq in range(5)] + [(2, seq) for seq in range(4)]
     assert all(seq == value for _, _, seq, value in state["received"])
     assert result["flushed"] is True
     assert list(spill_dir.iterdir()) == []

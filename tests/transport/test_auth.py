@@ -20,6 +20,7 @@ from serl.transport.client import ActorClient
 from serl.transport.server import LearnerServer
 from tests.transport.helpers import (
     CONFIG_HASH,
+    FAST_CLIENT,
     STATE_SPEC,
     RawPeer,
     pump,
@@ -214,3 +215,49 @@ def test_an_actor_id_belongs_to_the_key_that_first_used_it(
     client.send_chunk(state_chunk(1.0))
     got = pump(secure_server, lambda total: len(total.chunks) == 1)
     assert [c.actor_id for c in got.chunks] == ["robot-0"]
+
+
+@pytest.mark.timeout(20)
+def test_an_actor_ids_key_survives_a_learner_restart(keys: Path) -> None:
+    """The tie is saved with the cursors (`owners()`): a restarted learner does not let the
+    first key to say hello take over a name another key held before the restart."""
+    first = LearnerServer(STATE_SPEC, CONFIG_HASH, curve=load_server_keys(keys))
+    owner = load_client_keys(keys, "actor")
+    client = ActorClient(
+        first.data_endpoint, first.weights_endpoint, STATE_SPEC, CONFIG_HASH, "robot-0", 0,
+        curve=owner, **FAST_CLIENT,
+    )  # fmt: skip
+    try:
+        assert pump(first, lambda total: bool(total.new_actors), 5.0).new_actors
+        saved = first.owners()
+    finally:
+        client.close(timeout_s=0.0)
+        first.close()
+    assert saved == {"robot-0": owner.public.decode()}
+
+    restarted = LearnerServer(STATE_SPEC, CONFIG_HASH, curve=load_server_keys(keys))
+    restarted.load_owners(saved)
+    other = load_client_keys(keys, "robot-1")
+    impostor = RawPeer(
+        restarted.data_endpoint,
+        curve_secretkey=other.secret,
+        curve_publickey=other.public,
+        curve_serverkey=other.server_public,
+    )
+    try:
+        impostor.hello(actor_id="robot-0", incarnation=1)
+        refused = impostor.recv(restarted)
+        assert refused is not None and refused.kind == "refused"
+        assert "belongs to another CURVE key" in refused.fields["reason"]
+    finally:
+        impostor.close()
+        restarted.close()
+
+
+def test_saved_key_ties_that_are_not_keys_are_refused_on_load() -> None:
+    server = LearnerServer(STATE_SPEC, CONFIG_HASH)
+    try:
+        with pytest.raises(ValueError, match="not a Z85 CURVE public key"):
+            server.load_owners({"robot-0": "short"})
+    finally:
+        server.close()

@@ -437,3 +437,23 @@ def test_a_refused_peer_is_not_shown_the_learners_config_hash() -> None:
     finally:
         peer.close()
         server.close()
+
+
+def test_an_actor_silent_past_live_after_s_is_not_live_until_it_speaks_again(
+    make_client: MakeClient,
+) -> None:
+    """What the learner's `learner/actors_live` shows while a robot PC's link is down."""
+    now = [0.0]
+    server = LearnerServer(STATE_SPEC, CONFIG_HASH, live_after_s=3.0, clock=lambda: now[0])
+    try:
+        make_client(server, "robot-0")
+        pump(server, lambda total: bool(total.new_actors), 5.0)
+        assert server.live_actors() == [("robot-0", 0)]
+        now[0] += 3.5  # the link is down: nothing heard for 3.5 s
+        assert server.live_actors() == []
+        server.poll(0)  # the periodic check logs it once
+        assert server.stats["actor_went_silent"] == 1
+        pump(server, lambda _: bool(server.live_actors()), 5.0)  # its next ping
+        assert server.live_actors() == [("robot-0", 0)]
+    finally:
+        server.close()

@@ -108,3 +108,39 @@ def test_an_actor_starting_deletes_its_half_written_spill_files(tmp_path: Path) 
     )  # fmt: skip
     client.close(timeout_s=0.0)
     assert not ours.exists() and theirs.exists()
+
+
+@pytest.mark.timeout(20)
+def test_spill_files_are_the_oldest_chunks_and_their_disk_is_bounded(tmp_path: Path) -> None:
+    """With the learner away: the oldest chunks go to disk (a contiguous run a successor can
+    resend), the newest stay in memory, and past `spill_limit_bytes` the actor waits."""
+    data, weights = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    spill_dir = tmp_path / "spill"
+    one_file = 2 * 8 * 17 * 4 + 2048  # two (8, 17) float32 obs arrays, plus the rest and npz
+    client = ActorClient(
+        data, weights, STATE_SPEC, CONFIG_HASH, "robot-0", 5, outbox_limit=2,
+        spill_dir=spill_dir, spill_limit_bytes=3 * one_file, **FAST_CLIENT,
+    )  # fmt: skip
+    try:
+        for seq in range(5):
+            client.send_chunk(state_chunk(float(seq)), timeout_s=0.0)
+        seqs = sorted(int(path.stem.rsplit("-", 1)[1]) for path in spill_dir.glob("*.npz"))
+        assert seqs == [0, 1, 2]  # the oldest; 3 and 4 are in memory
+        with pytest.raises(TimeoutError, match="spill full"):
+            client.send_chunk(state_chunk(5.0), timeout_s=0.2)
+        assert client.counters()["spilled"] == 3
+        assert client.counters()["spilled_bytes"] == sum(
+            path.stat().st_size for path in spill_dir.glob("*.npz")
+        )
+
+        server = LearnerServer(STATE_SPEC, CONFIG_HASH, data, weights, durable=True)
+        try:
+            got = pump(server, lambda total: len(total.chunks) == 5, 10.0)
+            server.commit()
+            client.send_chunk(state_chunk(5.0), timeout_s=5.0)  # room again after the commit
+            got = pump(server, lambda total: len(total.chunks) == 1, 10.0, into=got)
+            assert [c.seq for c in got.chunks] == list(range(6))
+        finally:
+            server.close()
+    finally:
+        client.close(timeout_s=0.0)

@@ -66,7 +66,10 @@ def _train_local(args: list[str]) -> int:
     return 0
 
 
-@command("bench", "benchmarks: learner, transport, sim, reward, robust, hybrid, learn, robot-loop")
+@command(
+    "bench",
+    "benchmarks: learner, transport, sim, reward, robust, hybrid, learn, robot-loop, link-outage",
+)
 def _bench(args: list[str]) -> int:
     from serl.bench import BENCHMARKS, run_benchmark
 

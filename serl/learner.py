@@ -108,6 +108,29 @@ class LearnerError(RuntimeError):
     """The learner cannot start as configured; the message says what to change."""
 
 
+StoredRow = tuple[str, int, int, int, int]
+"""(actor_id, incarnation, episode_id, t, policy_version) of one transition in the buffer."""
+
+
+def stored_transitions(run_dir: Path) -> tuple[dict[str, Any], list[StoredRow]]:
+    """The metadata of `run_dir`'s checkpoint and one row per transition its buffer holds.
+
+    What exactly-once checks count: each row names the actor process that stepped it and
+    where in which episode, so a lost or doubled transition shows as a gap or a repeat.
+    """
+    header, _ = read_checkpoint(run_dir / "checkpoint.safetensors")
+    meta = header["metadata"]
+    observation_space, action_space = env_spaces(meta["env"])
+    buffer = ReplayBuffer.load(
+        run_dir / meta["replay_file"], observation_space, action_dim_of(action_space)
+    )
+    names = {index: (actor, incarnation) for actor, incarnation, index in meta["actors"]}
+    tags = buffer.tags(buffer.valid_indices())
+    columns = (tags["actor_id"], tags["episode_id"], tags["t"], tags["policy_version"])
+    rows = [(*names[a], int(e), int(t), int(v)) for a, e, t, v in zip(*columns, strict=True)]
+    return meta, rows
+
+
 @dataclass(frozen=True)
 class LearnerConfig:
     env: str = "Pendulum-v1"

@@ -15,15 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from serl.actor import ActorConfig
 from serl.agents.sac import SACConfig
-from serl.checkpoint import read_checkpoint
-from serl.data.replay import ReplayBuffer
-from serl.envs import make_env
-from serl.learner import LearnerConfig
+from serl.learner import LearnerConfig, StoredRow
 from serl.metrics import read_metrics
 from serl.processes import free_port, spawn_serl
 
@@ -149,24 +145,7 @@ def wait_until(
         time.sleep(0.1)
 
 
-Row = tuple[str, int, int, int, int]
-"""(actor_id, incarnation, episode_id, t, policy_version) of one stored transition."""
-
-
-def buffer_transitions(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
-    """The final checkpoint's metadata and a row per transition in its replay buffer."""
-    header, _ = read_checkpoint(run_dir / "checkpoint.safetensors")
-    meta = header["metadata"]
-    env = make_env("Pendulum-v1")
-    buffer = ReplayBuffer.load(run_dir / meta["replay_file"], env.observation_space, 1)
-    names = {index: (actor, incarnation) for actor, incarnation, index in meta["actors"]}
-    tags = buffer.tags(np.flatnonzero(buffer._valid))
-    columns = (tags["actor_id"], tags["episode_id"], tags["t"], tags["policy_version"])
-    rows = [(*names[a], int(e), int(t), int(v)) for a, e, t, v in zip(*columns, strict=True)]
-    return meta, rows
-
-
-def count_by_actor(rows: list[Row]) -> Counter[str]:
+def count_by_actor(rows: list[StoredRow]) -> Counter[str]:
     return Counter(actor for actor, *_ in rows)
 
 

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from serl.checkpoint import read_checkpoint
+from serl.learner import stored_transitions
 from tests.learner_procs import (
     actor_config,
-    buffer_transitions,
     count_by_actor,
     endpoints,
     latest,
@@ -62,7 +62,7 @@ def test_learner_killed_and_resumed_holds_every_actor_transition_exactly_once(
     for i in range(2):
         assert procs.wait(f"actor-{i}", 30) == 0  # reconnected by themselves and finished
 
-    meta, rows = buffer_transitions(run)
+    meta, rows = stored_transitions(run)
     assert count_by_actor(rows) == {"actor-0": STEPS, "actor-1": STEPS}
     duplicates = [key for key, n in Counter(r[:4] for r in rows).items() if n > 1]
     assert duplicates == []
@@ -101,7 +101,7 @@ def test_a_new_actor_incarnation_gets_current_weights_before_acting_and_training
     assert procs.wait("actor-new", 60) == 0
     assert procs.terminate("learner") == 0  # SIGTERM: a last checkpoint, then exit
 
-    meta, rows = buffer_transitions(run)
+    meta, rows = stored_transitions(run)
     incarnations = sorted({(a, i) for a, i, *_ in rows})
     assert len(incarnations) == 2 and {a for a, _ in incarnations} == {"actor-0"}
     new = [r for r in rows if r[1] == incarnations[1][1]]

@@ -25,12 +25,11 @@ import pytest
 
 from serl.bench.netlab import Host, NetLab, unavailable_reason
 from serl.checkpoint import read_checkpoint
+from serl.learner import StoredRow, stored_transitions
 from serl.transport.auth import generate_keys
 from tests.learner_procs import (
     Procs,
-    Row,
     actor_config,
-    buffer_transitions,
     count_by_actor,
     latest,
     learner_config,
@@ -131,7 +130,7 @@ def spilled_rows(spill_dir: Path) -> set[tuple[int, int, int]]:
     return rows
 
 
-def assert_exactly_once(rows: list[Row], stepped: dict[str, int]) -> None:
+def assert_exactly_once(rows: list[StoredRow], stepped: dict[str, int]) -> None:
     """Each actor's rows are its steps 0..n-1 (episode, t), each once: none lost, none doubled."""
     assert count_by_actor(rows) == stepped
     assert [key for key, n in Counter(r[:4] for r in rows).items() if n > 1] == []
@@ -155,7 +154,7 @@ def test_two_robot_pcs_stream_to_the_gpu_pc_and_both_follow_every_weights_versio
     for host in site.robots:
         assert procs.wait(host.name, 30) == 0
 
-    meta, rows = buffer_transitions(site.run)
+    meta, rows = stored_transitions(site.run)
     assert_exactly_once(rows, {"robot-0": steps, "robot-1": steps})
     published = meta["weights_version"]
     for host in site.robots:
@@ -190,7 +189,7 @@ def test_a_robot_pcs_link_down_for_10_s_loses_and_doubles_nothing(
     for host in site.robots:
         assert procs.wait(host.name, 30) == 0
 
-    _, rows = buffer_transitions(site.run)
+    _, rows = stored_transitions(site.run)
     assert_exactly_once(rows, {"robot-0": steps, "robot-1": steps})
     # The cut robot kept stepping (its outbox of 8 chunks filled, then it spilled), logged
     # the outage and reconnected by itself; the learner showed it as not live meanwhile.
@@ -234,7 +233,7 @@ def test_the_gpu_pcs_link_down_while_checkpointing_then_a_learner_kill_and_resum
     for host in site.robots:
         assert procs.wait(host.name, 30) == 0
 
-    meta, rows = buffer_transitions(site.run)
+    meta, rows = stored_transitions(site.run)
     assert_exactly_once(rows, {"robot-0": steps, "robot-1": steps})
     assert meta["counters"]["env_steps"] == 2 * steps
     assert "resumed from" in procs.log("learner-2")
@@ -263,7 +262,7 @@ def test_a_robot_pc_killed_outright_and_its_next_process_sends_what_was_spilled(
     assert procs.wait("robot-0-new", 90) == 0
     assert procs.terminate("learner") == 0
 
-    _, rows = buffer_transitions(site.run)
+    _, rows = stored_transitions(site.run)
     incarnations = sorted({i for _, i, *_ in rows})
     assert len(incarnations) == 2
     old, new = incarnations
@@ -311,5 +310,5 @@ def test_a_host_without_keys_or_with_another_hosts_key_is_refused(
         lambda: procs.log("learner"),
     )
     assert procs.terminate("learner") == 0
-    _, rows = buffer_transitions(site.run)
+    _, rows = stored_transitions(site.run)
     assert count_by_actor(rows) == {"robot-1": 300}

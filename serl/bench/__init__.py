@@ -26,6 +26,7 @@ BENCHMARKS = {
     "learn": "serl.bench.learn",
     "robust": "serl.bench.robust",
     "hybrid": "serl.bench.hybrid",
+    "link-outage": "serl.bench.outage",
     **{ep.name: ep.value for ep in entry_points(group="serl.benchmarks")},
 }
 

@@ -634,6 +634,10 @@ class ReplayBuffer:
             terminated=torch.from_numpy(self._terminated[idx].astype(np.float32)),
         )
 
+    def valid_indices(self) -> np.ndarray:
+        """Slots that hold a transition (what `gather` and `tags` accept)."""
+        return np.flatnonzero(self._valid)
+
     def tags(self, indices: ArrayLike) -> dict[str, np.ndarray]:
         """Tags, truncation flags and extras of the transitions at `indices` (copies)."""
         idx = self._checked_indices(indices)

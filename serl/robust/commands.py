@@ -50,7 +50,7 @@ def _eval_robust(args: list[str]) -> int:
     )
     print(
         f"{loaded.agent} policy on {loaded.env}, {len(result.points)} parameter settings "
-        f"({opts.grid} per parameter, {opts.episodes} episodes each):"
+        f"({opts.grid} per parameter, {opts.episodes} episode(s) each):"
     )
     if opts.all_rows:
         print("  " + "  ".join(f"{n:>12}" for n in result.names) + f"  {'return':>10}")

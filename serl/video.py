@@ -121,7 +121,7 @@ def _scale(frame: np.ndarray) -> np.ndarray:
     return frame.repeat(factor, 0).repeat(factor, 1) if factor > 1 else frame
 
 
-def annotate(frame: np.ndarray, episode: int, episodes: int, status: bool | None | str) -> Any:
+def annotate(frame: np.ndarray, episode: int, episodes: int, status: bool | str) -> Any:
     """The frame under a strip reading "episode k/n" and, for `status` True / False / "done",
     "success" (green border) / "fail" (red border) / "done" (grey border); "" marks nothing."""
     from PIL import Image, ImageDraw, ImageFont

@@ -3,7 +3,7 @@
 Works for checkpoints of the learner and of `serl train-local` alike: both store the resolved
 config (env id, agent preset, agent config) and the agent's state, whose `policy` entry is the
 actor-side network. Only that network is built; critics and optimizers are never loaded.
-Optionally records the evaluation as an animated GIF (Pillow, from `render_mode="rgb_array"`).
+Optionally records the evaluation as a real-time animated GIF (`serl.video`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import torch
 
 from serl.agents.policy import ActorPolicy
@@ -24,16 +22,9 @@ from serl.checkpoint import CheckpointError, read_checkpoint
 from serl.config import config_from_dict
 from serl.envs import make_env
 from serl.evaluation import evaluate
+from serl.video import EpisodeRecorder, frame_period_s, save_gif
 
 logger = logging.getLogger(__name__)
-
-
-class VideoError(RuntimeError):
-    """The env cannot render frames for a video; the message says what is missing."""
-
-
-MAX_GIF_FRAMES = 2_000
-"""Frames kept for a GIF (about 1 min at 30 fps); later frames are not recorded."""
 
 
 @dataclass(frozen=True)
@@ -84,14 +75,18 @@ def evaluate_policy(
     episodes: int,
     seed: int,
     video: str | Path | None = None,
-    fps: int = 30,
+    fps: float | None = None,
+    speed: float = 1.0,
     success_key: str = "",
 ) -> dict[str, float]:
-    """Mean/std return, mean length and success rate of the deterministic policy."""
+    """Mean/std return, mean length and success rate of the deterministic policy.
+
+    With `video`, the episodes are also written as a GIF (`serl.video`): real time at the env's
+    render_fps (or `fps`), played `speed` times faster."""
     env = make_env(loaded.env, render_mode="rgb_array" if video else None)
-    frames: list[np.ndarray] = []
+    recorder = None
     if video:
-        env = _FrameRecorder(env, frames)
+        env = recorder = EpisodeRecorder(env, success_key)
     try:
         with torch.inference_mode():
             result = evaluate(
@@ -102,55 +97,9 @@ def evaluate_policy(
                 on_reset=getattr(loaded.policy, "reset_episode", None),
                 success_key=success_key,
             )
+        period_s = frame_period_s(env, fps)
     finally:
         env.close()
-    if video:
-        save_gif(frames, Path(video), fps=fps)
+    if recorder is not None:
+        save_gif(recorder.episodes, Path(video), period_s, speed)
     return result
-
-
-class _FrameRecorder(gym.Wrapper):
-    """Keeps the rendered frame after every reset and step (up to MAX_GIF_FRAMES)."""
-
-    def __init__(self, env: gym.Env, frames: list[np.ndarray]) -> None:
-        super().__init__(env)
-        self.frames = frames
-
-    def _grab(self) -> None:
-        if len(self.frames) < MAX_GIF_FRAMES:
-            try:
-                frame = self.env.render()
-            except gym.error.DependencyNotInstalled as exc:
-                raise VideoError(f"cannot render this env for a video: {exc}") from exc
-            if frame is None:
-                raise VideoError("the env rendered nothing; does it support rgb_array?")
-            self.frames.append(np.asarray(frame, np.uint8))
-
-    def reset(self, **kwargs: Any) -> Any:
-        out = self.env.reset(**kwargs)
-        self._grab()
-        return out
-
-    def step(self, action: Any) -> Any:
-        out = self.env.step(action)
-        self._grab()
-        return out
-
-
-def save_gif(frames: list[np.ndarray], path: Path, fps: int = 30) -> Path:
-    """Write RGB frames as an animated GIF (looping)."""
-    from PIL import Image
-
-    if not frames:
-        raise ValueError("no frames to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images = [Image.fromarray(frame[..., :3]) for frame in frames]
-    images[0].save(
-        path,
-        save_all=True,
-        append_images=images[1:],
-        duration=max(1, round(1000 / fps)),
-        loop=0,
-    )
-    logger.info("wrote %d frames to %s", len(frames), path)
-    return path

@@ -96,12 +96,12 @@ def _startup_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "fix the command or the files", printed without a traceback."""
     from serl.agents.registry import UnknownAgentError
     from serl.checkpoint import CheckpointError
-    from serl.checkpoint_eval import VideoError
     from serl.data.datasets import DatasetError
     from serl.envs import UnknownEnvError
     from serl.learner import LearnerError
     from serl.local import RunDirError
     from serl.transport import AuthError, HandshakeRefused, InsecureBindError
+    from serl.video import VideoError
 
     return (
         AuthError,
@@ -246,7 +246,15 @@ def _eval(args: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=10_000, help="seed of the first episode")
     parser.add_argument("--env", help="env id (default: the checkpoint's)")
     parser.add_argument("--video", type=Path, help="save the episodes as an animated GIF")
-    parser.add_argument("--fps", type=int, default=30, help="frames per second of the GIF")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="GIF playback speed; 1 (default) is real time at the env's control rate",
+    )
+    parser.add_argument(
+        "--fps", type=float, help="frames per second of real time (default: the env's render_fps)"
+    )
     parser.add_argument(
         "--success-key",
         default="",
@@ -260,6 +268,7 @@ def _eval(args: list[str]) -> int:
         seed=opts.seed,
         video=opts.video,
         fps=opts.fps,
+        speed=opts.speed,
         success_key=opts.success_key,
     )
     print(

@@ -228,7 +228,11 @@ def scene_xml(
     name: str = "panda",
     hand_xml: str = "",
 ) -> str:
-    """A complete MJCF model: table, Panda, a front camera and the task's own bodies.
+    """A complete MJCF model: table, Panda, cameras and the task's own bodies.
+
+    Cameras: "front" (observations: close on the workspace, the hand at the top) and
+    "overview" (videos: from the front left, aimed at (0.25, 0, 0.45), framing the whole arm
+    even stretched straight up, 1.03 m, and the table's workspace).
 
     The table top is the plane z = 0 and the robot base stands on it at the origin, facing +x.
     `task_xml` is inserted into the worldbody (objects, targets, fixtures), `hand_xml` into the
@@ -256,6 +260,8 @@ def scene_xml(
     <geom name="table" type="box" pos="0.4 0 -0.02" size="0.6 0.75 0.02" material="table"
           friction="1 0.005 0.0001"/>
     <camera name="front" pos="1.2 0 0.7" xyaxes="0 1 0 -0.591 0 0.806" fovy="50"/>
+    <camera name="overview" pos="1.6 1.2 1.05" xyaxes="-0.664 0.747 0 -0.236 -0.209 0.949"
+            fovy="50"/>
     {arm_xml(hand_xml=hand_xml)}
     {task_xml}
   </worldbody>

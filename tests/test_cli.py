@@ -143,8 +143,9 @@ def test_eval_runs_a_checkpoint_policy_and_saves_a_gif(tmp_path: Path, capsys) -
     from PIL import Image
 
     with Image.open(gif) as image:
-        assert image.n_frames == 2 * 13  # a frame after each reset and each step
-        assert image.size == (16, 16)
+        # a frame after each reset and each step, and each episode's last one held
+        assert image.n_frames == 2 * 13 + 2
+        assert image.size == (160, 160 + 22)  # enlarged for the counter strip above it
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,8 @@ def test_train_local_cli_prints_the_evaluation_and_where_the_outputs_are(tmp_pat
     from PIL import Image
 
     with Image.open(gif) as image:
-        assert image.n_frames > 100 and image.size == (500, 500)  # 200 steps, merged repeats
+        assert image.n_frames > 100  # 200 steps, merged repeats
+        assert image.size[0] == 500 and image.size[1] > 500  # the counter strip on top
 
 
 def test_unknown_env_id_is_refused_with_the_kinds_of_ids_accepted():

@@ -64,18 +64,21 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_precision: f
 
 
 def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """Accuracy, precision, recall and the confusion counts at `threshold`."""
+    """Accuracy, precision, recall, F1 and the confusion counts at `threshold`."""
     predicted = np.asarray(scores) >= threshold
     labels = np.asarray(labels, bool)
     tp = int(np.sum(predicted & labels))
     fp = int(np.sum(predicted & ~labels))
     fn = int(np.sum(~predicted & labels))
     tn = int(np.sum(~predicted & ~labels))
+    # No positive prediction makes no false success: precision 1 by convention.
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
     return {
         "accuracy": (tp + tn) / max(len(labels), 1),
-        # No positive prediction makes no false success: precision 1 by convention.
-        "precision": tp / (tp + fp) if tp + fp else 1.0,
-        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "tp": tp,
         "fp": fp,
         "tn": tn,

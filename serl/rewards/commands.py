@@ -24,7 +24,8 @@ from serl.envs import make_env
 from serl.rewards.dataset import FrameSet, balance_warning, concatenate, load_frames
 from serl.rewards.model import ClassifierConfig, save_classifier
 from serl.rewards.record import TerminalKeys, info_success, record
-from serl.rewards.train import RewardTrainConfig, train_classifier, write_report
+from serl.rewards.report import format_probabilities, write_report
+from serl.rewards.train import RewardTrainConfig, train_classifier
 from serl.teleop.commands import resolve_policy_factory
 
 
@@ -170,9 +171,10 @@ def _train_reward(args: list[str]) -> int:
     (tn, fp), (fn, tp) = report["confusion_matrix"]
     print(
         f"\nvalidation ({report['validation_frames']} frames) at threshold "
-        f"{report['threshold']:.4f} (target precision {opts.train.target_precision}):\n"
+        f"{format_probabilities([report['threshold']])[0]} "
+        f"(target precision {opts.train.target_precision}):\n"
         f"  accuracy {report['accuracy']:.3f}  precision {report['precision']:.3f}  "
-        f"recall {report['recall']:.3f}\n"
+        f"recall {report['recall']:.3f}  F1 {report['f1']:.3f}\n"
         f"  confusion: [[tn {tn}, fp {fp}], [fn {fn}, tp {tp}]]"
     )
     print(f"report:     {opts.out / 'report.json'}, {opts.out / 'report.png'}")

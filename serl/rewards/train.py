@@ -4,20 +4,15 @@ The frames are split by episode into train and validation (`FrameSet.split`). Tr
 class-balanced batches (each class half of every batch in expectation, sampled with
 replacement), applies the DrQ random shift (`serl.nets.augment`, padding from the encoder
 config) to every view, and minimises binary cross-entropy with Adam. The threshold is then
-calibrated on the validation split for the target precision (`calibrate.choose_threshold`),
-and the report gives accuracy, precision, recall and the confusion matrix there, plus a PNG
-with the precision-recall curve and example false positives and false negatives.
+calibrated on the validation split for the target precision (`calibrate.choose_threshold`);
+`serl.rewards.report` writes the validation report.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,12 +20,9 @@ from tqdm import tqdm
 
 from serl.nets.augment import random_shift
 from serl.nets.weights import load_encoder_weights
-from serl.rewards.calibrate import binary_metrics, choose_threshold, pr_curve
+from serl.rewards.calibrate import binary_metrics, choose_threshold
 from serl.rewards.dataset import FrameSet, balance_warning
 from serl.rewards.model import ClassifierConfig, DecisionRule, RewardClassifier
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -136,55 +128,3 @@ def train_classifier(data: FrameSet, cfg: RewardTrainConfig) -> TrainedClassifie
     metrics = binary_metrics(scores, val.labels, threshold)
     logger.info("validation at threshold %.4f: %s", threshold, metrics)
     return TrainedClassifier(model, DecisionRule(threshold, cfg.consecutive), metrics, scores, val)
-
-
-def write_report(result: TrainedClassifier, out_dir: str | Path, examples: int = 4) -> dict:
-    """report.json and report.png (PR curve, false positives, false negatives) in `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    labels, scores, threshold = result.val.labels, result.val_scores, result.rule.threshold
-    curve = pr_curve(scores, labels)
-    predicted = scores >= threshold
-    false_pos = np.flatnonzero(predicted & ~labels)
-    false_neg = np.flatnonzero(~predicted & labels)
-    # The most confident mistakes are the instructive ones.
-    false_pos = false_pos[np.argsort(-scores[false_pos])][:examples]
-    false_neg = false_neg[np.argsort(scores[false_neg])][:examples]
-
-    fig = plt.figure(figsize=(4 + 2 * examples, 6))
-    grid = fig.add_gridspec(2, 1 + examples)
-    ax = fig.add_subplot(grid[:, 0])
-    ax.plot(curve.recall, curve.precision, marker=".")
-    m = result.metrics
-    ax.scatter([m["recall"]], [m["precision"]], color="tab:red", zorder=3,
-               label=f"threshold {threshold:.3f}")  # fmt: skip
-    ax.set(xlabel="recall", ylabel="precision", title="validation PR curve", ylim=(0, 1.02))
-    ax.legend(loc="lower left")
-    ax.grid(alpha=0.3)
-    view = result.val.views[0]
-    mistakes = (("false positive", false_pos), ("false negative", false_neg))
-    for row, (name, picks) in enumerate(mistakes):
-        for col in range(examples):
-            cell = fig.add_subplot(grid[row, 1 + col])
-            cell.axis("off")
-            if col < len(picks):
-                cell.imshow(result.val.frames[view][picks[col]])
-                cell.set_title(f"{name}\np={scores[picks[col]]:.3f}", fontsize=8)
-            elif col == 0:
-                cell.set_title(f"no {name}s", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "report.png", dpi=100)
-    plt.close(fig)
-
-    positives, negatives = result.val.counts()
-    report: dict[str, Any] = {
-        "threshold": threshold,
-        "consecutive": result.rule.consecutive,
-        "validation_frames": len(result.val),
-        "validation_positives": positives,
-        "validation_negatives": negatives,
-        **{k: m[k] for k in ("accuracy", "precision", "recall")},
-        "confusion_matrix": [[m["tn"], m["fp"]], [m["fn"], m["tp"]]],
-    }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report

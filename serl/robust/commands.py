@@ -12,7 +12,7 @@ from serl.cli import command
 @command("eval-robust", "a checkpoint's return over a grid of dynamics parameters (worst, mean)")
 def _eval_robust(args: list[str]) -> int:
     from serl.checkpoint_eval import load_policy
-    from serl.robust.evaluate import evaluate_on_grid, plot_grid
+    from serl.robust.evaluate import evaluate_on_grid, plot_grid, summary_text, write_grid_csv
     from serl.robust.uncertainty import uncertainty_bounds
 
     parser = argparse.ArgumentParser(prog="serl eval-robust", description=_eval_robust.__doc__)
@@ -29,7 +29,13 @@ def _eval_robust(args: list[str]) -> int:
     parser.add_argument("--episodes", type=int, default=3, help="episodes per point (default 3)")
     parser.add_argument("--seed", type=int, default=10_000, help="seed of the first episode")
     parser.add_argument("--png", type=Path, help="heat map path (default: beside the checkpoint)")
+    parser.add_argument(
+        "--csv", type=Path, help="every point's return (default: robust_grid.csv beside the PNG)"
+    )
     parser.add_argument("--json", type=Path, help="also write every point's return as JSON")
+    parser.add_argument(
+        "--all-rows", action="store_true", help="also print every grid point (the CSV's rows)"
+    )
     opts = parser.parse_args(args)
     loaded = load_policy(opts.checkpoint, env=opts.env)
     bounds = uncertainty_bounds(loaded.env, opts.uncertainty)
@@ -42,22 +48,28 @@ def _eval_robust(args: list[str]) -> int:
         seed=opts.seed,
         on_reset=getattr(loaded.policy, "reset_episode", None),
     )
-    names = sorted(bounds)
-    print(f"{loaded.agent} policy on {loaded.env}, {len(result.points)} parameter settings:")
-    print("  " + "  ".join(f"{n:>12}" for n in names) + f"  {'return':>10}")
-    for params, ret in zip(result.points, result.returns, strict=True):
-        print("  " + "  ".join(f"{params[n]:>12.3f}" for n in names) + f"  {ret:>10.2f}")
-    print(f"worst-case return {result.worst:.2f} at {result.worst_params}")
-    print(f"average return    {result.mean:.2f}")
+    print(
+        f"{loaded.agent} policy on {loaded.env}, {len(result.points)} parameter settings "
+        f"({opts.grid} per parameter, {opts.episodes} episode(s) each):"
+    )
+    if opts.all_rows:
+        print("  " + "  ".join(f"{n:>12}" for n in result.names) + f"  {'return':>10}")
+        for params, ret in zip(result.points, result.returns, strict=True):
+            print("  " + "  ".join(f"{params[n]:>12.4g}" for n in result.names) + f"  {ret:>10.4g}")
+    print(summary_text(result))
     png = opts.png or opts.checkpoint.with_name("robust_grid.png")
     plot_grid(result, png, title=f"{loaded.agent} on {loaded.env}")
     print(f"heat map: {png}")
+    csv_path = write_grid_csv(result, opts.csv or png.with_suffix(".csv"))
+    print(f"every point: {csv_path}")
     if opts.json:
         opts.json.write_text(
             json.dumps(
                 {
                     "worst_return": result.worst,
                     "mean_return": result.mean,
+                    "best_return": result.best,
+                    "sensitivity": {e.name: e.sensitivity for e in result.effects()},
                     "points": [
                         {**p, "return": r}
                         for p, r in zip(result.points, result.returns, strict=True)

@@ -59,8 +59,11 @@ class PandaEnv(gym.Env):
         control_rotation: add [drx, dry, drz] to the action; None takes the task's default.
         terminate_on_success: end the episode (terminated) when the task succeeds.
         params: initial dynamics parameters (`sim.dynamics`), e.g. {"friction": 0.8}.
-        render_mode: None or "rgb_array" (`render` returns the front camera).
+        render_mode: None or "rgb_array" (`render` returns `render_camera`'s view).
         render_size: size of `render`'s frames.
+        render_camera: camera `render` shows: "overview" (the whole arm and the table, for
+            videos), "front" or "wrist". `metadata["render_fps"]` is the control rate: one
+            rendered frame per step, so a video at that rate plays in real time.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -90,6 +93,7 @@ class PandaEnv(gym.Env):
         params: dict[str, float] | None = None,
         render_mode: str | None = None,
         render_size: int | tuple[int, int] = 256,
+        render_camera: str = "overview",
     ) -> None:
         if obs_mode not in ("state", "pixels"):
             raise ValueError(f"obs_mode={obs_mode!r}; use 'state' or 'pixels'")
@@ -107,6 +111,8 @@ class PandaEnv(gym.Env):
         self.max_episode_steps = max_episode_steps or self.default_max_episode_steps
         self.terminate_on_success = terminate_on_success
         self.render_mode = render_mode
+        self.render_camera = render_camera
+        self.metadata = {**self.metadata, "render_fps": control_hz}
         self.physics_steps = max(1, round(1.0 / (control_hz * timestep_s)))
         if abs(self.physics_steps * timestep_s * control_hz - 1.0) > 1e-6:
             logger.warning(
@@ -125,6 +131,9 @@ class PandaEnv(gym.Env):
             )
         )
         self.data = mujoco.MjData(self.model)
+        model_cameras = [self.model.camera(i).name for i in range(self.model.ncam)]
+        if render_camera not in model_cameras:
+            raise ValueError(f"render_camera={render_camera!r}; the model has {model_cameras}")
         cfg = controller or ControllerConfig()
         cfg = replace(cfg, workspace_low=self.workspace_low, workspace_high=self.workspace_high)
         self.controller = EndEffectorController(
@@ -279,7 +288,7 @@ class PandaEnv(gym.Env):
             return None
         if self._display_renderer is None:
             self._display_renderer = CameraRenderer(self.model, *self.render_hw)
-        return self._display_renderer.render(self.data, "front")
+        return self._display_renderer.render(self.data, self.render_camera)
 
     def close(self) -> None:
         for renderer in (self._renderer, self._display_renderer):

@@ -7,7 +7,8 @@ import pytest
 from serl.bench.reward import VIEWS, reach_frames
 from serl.rewards.calibrate import binary_metrics
 from serl.rewards.model import ClassifierConfig, load_classifier, save_classifier
-from serl.rewards.train import RewardTrainConfig, train_classifier, write_report
+from serl.rewards.report import write_report
+from serl.rewards.train import RewardTrainConfig, train_classifier
 
 
 @pytest.mark.slow

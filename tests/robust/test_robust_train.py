@@ -90,6 +90,9 @@ def test_iwocs_iteration_trains_on_its_model_and_evaluates_over_a_grid(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "worst-case return" in out and "average return" in out
+    assert "actuator_gain: sensitivity" in out and "joint_damping: sensitivity" in out
+    assert len((tmp_path / "grid.csv").read_text().splitlines()) == 1 + 4  # every point, not
+    assert f"every point: {tmp_path / 'grid.csv'}" in out  # printed row by row
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     figures = json.loads((tmp_path / "g.json").read_text())
     assert len(figures["points"]) == 4

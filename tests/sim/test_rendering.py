@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import sim
 
@@ -37,9 +38,19 @@ def test_cube_is_visible_in_the_wrist_camera() -> None:
     env.close()
 
 
-def test_render_returns_the_front_view_at_render_size() -> None:
+def test_render_returns_the_render_camera_at_render_size() -> None:
     env = sim.make("PandaReach-v0", render_mode="rgb_array", render_size=(60, 80))
     env.reset(seed=0)
     frame = env.render()
     assert frame is not None and frame.shape == (60, 80, 3) and frame.dtype == np.uint8
+    front = sim.make("PandaReach-v0", render_mode="rgb_array", render_size=(60, 80),
+                     render_camera="front")  # fmt: skip
+    front.reset(seed=0)
+    assert not np.array_equal(front.render(), frame)  # "overview" by default
     env.close()
+    front.close()
+
+
+def test_an_unknown_render_camera_is_refused_naming_the_cameras() -> None:
+    with pytest.raises(ValueError, match="render_camera='top'; the model has"):
+        sim.make("PandaReach-v0", render_mode="rgb_array", render_camera="top")

@@ -95,7 +95,7 @@ def _startup_errors() -> tuple[type[Exception], ...]:
     from serl.checkpoint import CheckpointError
     from serl.checkpoint_eval import VideoError
     from serl.data.datasets import DatasetError
-    from serl.envs import UnknownEnvError
+    from serl.envs import EnvUnreachableError, UnknownEnvError
     from serl.learner import LearnerError
     from serl.local import RunDirError
     from serl.transport import AuthError, HandshakeRefused, InsecureBindError
@@ -104,6 +104,7 @@ def _startup_errors() -> tuple[type[Exception], ...]:
         AuthError,
         CheckpointError,
         DatasetError,
+        EnvUnreachableError,
         HandshakeRefused,
         InsecureBindError,
         LearnerError,

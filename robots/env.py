@@ -29,8 +29,9 @@ per command, `SimBackendConfig.realtime = False`).
   its spaces, needs the task file but not the arm. Connecting asks the server for its `info`
   first: with no server there, `EnvUnreachableError` says so after `timeout_s` (2 s), naming
   the endpoint and how to start the server, instead of a reset waiting 30 s to time out.
-* ``info["goal_distance_m"]`` (``goal`` reward): how far the TCP is from the goal, which the
-  person recording demonstrations sees on `serl record-demos`'s status line.
+* ``info["goal_distance_m"]`` and ``info["goal_offset_m"]`` (``goal`` reward): how far and
+  which way (goal - TCP, base frame) the goal is, which the sim server's cameras cannot show
+  (the goal is the task's, not the scene's): `serl record-demos` prints it on its status line.
 """
 
 from __future__ import annotations
@@ -307,7 +308,8 @@ class RobotEnv(gym.Env):
         state = self.client.get_state()
         obs = self._observation(state)
         self._t += 1
-        distance = self._goal_distance_m(state) if cfg.reward == "goal" else None
+        offset = self._goal_offset_m(state) if cfg.reward == "goal" else None
+        distance = float(np.linalg.norm(offset)) if offset is not None else None
         success = distance is not None and distance <= cfg.goal_tolerance_m
         reward = -1.0 + float(success) if cfg.reward == "goal" else 0.0
         estopped = bool(state["estopped"])
@@ -320,8 +322,8 @@ class RobotEnv(gym.Env):
             "held": bool(state["held"]),
             "estopped": estopped,
         }
-        if distance is not None:
-            info["goal_distance_m"] = distance
+        if offset is not None:
+            info |= {"goal_distance_m": distance, "goal_offset_m": offset}
         if success or truncated:
             info |= self.jitter_summary()
         return obs, reward, success, truncated and not success, info
@@ -349,8 +351,8 @@ class RobotEnv(gym.Env):
             self.client = None
 
     # ------------------------------------------------------------------ helpers
-    def _goal_distance_m(self, state: dict[str, np.ndarray]) -> float:
-        return float(np.linalg.norm(state["ee_pos"] - np.asarray(self.cfg.goal_pos_m)))
+    def _goal_offset_m(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.cfg.goal_pos_m) - state["ee_pos"]
 
     def _observation(self, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vector = np.concatenate(

@@ -15,7 +15,8 @@ enough to steer by, and a PNG of a few 64x64 views takes about a millisecond to 
 neighbour) to at least `MIN_HEIGHT_PX` rows, so a 64x64 camera is not a speck.
 
 The status line (episode k/n, step, reward, distance to the goal when the env reports
-``info["goal_distance_m"]``, the env's success flag, the mark so far) is rewritten in place on
+``info["goal_distance_m"]`` and which way along x, y, z with ``info["goal_offset_m"]``, the
+env's success flag, the mark so far) is rewritten in place on
 a terminal; `say` prints a message on a line of its own (prompts, what became of an episode).
 """
 
@@ -63,11 +64,15 @@ def compose(frames: list[Frame]) -> Frame:
 def status_line(
     label: str, step: int, reward: float, info: dict[str, Any], mark: bool | None
 ) -> str:
-    """One line of the episode's state: `label` (episode k/n), step, reward, the distance to
-    the goal and success flag when the env reports them, the person's mark."""
+    """One line of the episode's state: `label` (episode k/n), step, reward, the distance and
+    direction to the goal and the success flag when the env reports them, the person's mark."""
     parts = [label, f"step {step}", f"reward {reward:.2f}"]
     if "goal_distance_m" in info:
-        parts.append(f"goal {float(info['goal_distance_m']):.3f} m away")
+        away = f"goal {float(info['goal_distance_m']):.3f} m away"
+        if "goal_offset_m" in info:
+            x, y, z = np.asarray(info["goal_offset_m"], dtype=float).reshape(3)
+            away += f" (x {x:+.3f} y {y:+.3f} z {z:+.3f})"
+        parts.append(away)
     if "success" in info:
         parts.append(f"env success {'yes' if info['success'] else 'no'}")
     parts.append(f"mark {'none' if mark is None else 'success' if mark else 'failure'}")

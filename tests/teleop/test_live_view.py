@@ -86,9 +86,12 @@ def test_an_env_without_cameras_or_rendering_gets_no_file_and_messages_still_sho
     assert stream.getvalue() == "episode 1/1: press ENTER to start\n"
 
 
-def test_the_status_line_shows_the_goal_distance_and_the_mark() -> None:
-    info = {"goal_distance_m": 0.0834, "success": False}
+def test_the_status_line_shows_the_way_to_the_goal_and_the_mark() -> None:
+    info = {"goal_distance_m": 0.0539, "goal_offset_m": np.array([0.05, -0.02, 0.0]),
+            "success": False}  # fmt: skip
     line = status_line("episode 2/10", 14, -1.0, info, mark=None)
     assert line == (
-        "episode 2/10 | step 14 | reward -1.00 | goal 0.083 m away | env success no | mark none"
+        "episode 2/10 | step 14 | reward -1.00 | goal 0.054 m away (x +0.050 y -0.020 z +0.000)"
+        " | env success no | mark none"
     )
+    assert status_line("episode 1/1", 3, 0.0, {}, mark=True).endswith("mark success")

@@ -180,6 +180,8 @@ def record_episode(
     env_success = [bool(episode_success(info))]
     mark: bool | None = None
     render = env.render if getattr(env, "render_mode", None) == "rgb_array" else None
+    if view is not None:  # the start state, before the first step
+        view.show(obs, status_line(label, 0, 0.0, info, mark), render)
     period = 1.0 / control_hz if control_hz > 0 else 0.0
     tick = time.monotonic()
     while True:

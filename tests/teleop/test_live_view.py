@@ -4,6 +4,8 @@ rewritten at its rate, and the status line."""
 from __future__ import annotations
 
 import io
+import os
+import pty
 from pathlib import Path
 
 import cv2
@@ -95,3 +97,22 @@ def test_the_status_line_shows_the_way_to_the_goal_and_the_mark() -> None:
         " | env success no | mark none"
     )
     assert status_line("episode 1/1", 3, 0.0, {}, mark=True).endswith("mark success")
+
+
+def test_on_a_terminal_the_status_line_is_rewritten_in_place_and_messages_get_their_own(
+    tmp_path: Path,
+) -> None:
+    leader, follower = pty.openpty()
+    clock = Clock()
+    with os.fdopen(follower, "w") as terminal:
+        view = LiveView(tmp_path / "live.png", terminal, clock=clock)
+        view.show({}, "step 1")
+        clock.now += 1.0
+        view.show({}, "step 2")
+        view.say("episode 1/1: 2 steps, saved as a success")
+        view.close()
+        shown = os.read(leader, 4096).decode()
+    os.close(leader)
+    assert shown == (
+        "\rstep 1\x1b[K\rstep 2\x1b[K\r\x1b[Kepisode 1/1: 2 steps, saved as a success\r\n"
+    )  # the terminal turns \n into \r\n

@@ -164,6 +164,9 @@ def _record_demos(args: list[str]) -> int:
     from serl.teleop.recorder import record_dataset
 
     cfg = tyro.cli(RecordDemosConfig, args=args, prog="serl record-demos")
+    if cfg.live_view_hz <= 0:
+        print(f"error: --live-view-hz {cfg.live_view_hz} must be > 0 (frames per second)")
+        return 2
     # Ctrl-C and SIGTERM must stop a recording whatever the launching process did: a signal
     # mask is inherited, and with SIGINT blocked here the signal would stay pending forever.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -175,11 +178,11 @@ def _record_demos(args: list[str]) -> int:
     hz = cfg.control_hz if cfg.control_hz is not None else (_HUMAN_HZ if person else 0)
     try:
         device = _make_device(cfg, env)
+        keys = KeyboardDevice() if cfg.device == "spacemouse" else device
     except (ValueError, RuntimeError) as exc:
         env.close()
         print(f"error: {exc}")
         return 2
-    keys = KeyboardDevice() if cfg.device == "spacemouse" else device
     metadata = {
         "env_id": cfg.env,
         "dataset_id": cfg.out.name,

@@ -26,7 +26,12 @@ per command, `SimBackendConfig.realtime = False`).
 * An e-stopped arm ends the episode (truncated, ``info["estopped"]``).
 * Making the env reads only its config (its spaces follow from it); the first `reset`
   connects to the server and starts the cameras. So the learner, which makes the env to learn
-  its spaces, needs the task file but not the arm.
+  its spaces, needs the task file but not the arm. Connecting asks the server for its `info`
+  first: with no server there, `EnvUnreachableError` says so after `timeout_s` (2 s), naming
+  the endpoint and how to start the server, instead of a reset waiting 30 s to time out.
+* ``info["goal_distance_m"]`` and ``info["goal_offset_m"]`` (``goal`` reward): how far and
+  which way (goal - TCP, base frame) the goal is, which the sim server's cameras cannot show
+  (the goal is the task's, not the scene's): `serl record-demos` prints it on its status line.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ import gymnasium as gym
 import numpy as np
 
 from robots.cameras import CallableSource, Camera, OpenCVSource, RealSenseSource
-from robots.client import DEFAULT_ENDPOINT, RobotClient
+from robots.client import DEFAULT_ENDPOINT, RobotClient, RobotTimeoutError
 from serl.config import config_from_dict
+from serl.envs import EnvUnreachableError
 from serl.transport.auth import load_client_keys
 
 logger = logging.getLogger(__name__)
@@ -247,6 +253,17 @@ class RobotEnv(gym.Env):
             return
         self.client = _client(self.cfg)
         try:
+            self.client.info()
+        except RobotTimeoutError:
+            self.close()
+            raise EnvUnreachableError(
+                f"the robot server at {self.cfg.server} is unreachable (no answer within "
+                f"{self.cfg.timeout_s:g} s); start it on the robot PC with "
+                "`launch/run_robot_server.sh` (or `serl robot-server --backend sim --endpoint "
+                f"{self.cfg.server}` to rehearse on the simulated arm), or correct the task's "
+                "'server' field"
+            ) from None
+        try:
             for key, spec in self.cfg.cameras.items():
                 self.cameras[key] = make_camera(key, spec, self.cfg).start()
         except Exception:
@@ -291,7 +308,9 @@ class RobotEnv(gym.Env):
         state = self.client.get_state()
         obs = self._observation(state)
         self._t += 1
-        success = self._goal_reached(state) if cfg.reward == "goal" else False
+        offset = self._goal_offset_m(state) if cfg.reward == "goal" else None
+        distance = float(np.linalg.norm(offset)) if offset is not None else None
+        success = distance is not None and distance <= cfg.goal_tolerance_m
         reward = -1.0 + float(success) if cfg.reward == "goal" else 0.0
         estopped = bool(state["estopped"])
         truncated = self._t >= cfg.max_episode_steps or estopped
@@ -303,6 +322,8 @@ class RobotEnv(gym.Env):
             "held": bool(state["held"]),
             "estopped": estopped,
         }
+        if offset is not None:
+            info |= {"goal_distance_m": distance, "goal_offset_m": offset}
         if success or truncated:
             info |= self.jitter_summary()
         return obs, reward, success, truncated and not success, info
@@ -330,9 +351,8 @@ class RobotEnv(gym.Env):
             self.client = None
 
     # ------------------------------------------------------------------ helpers
-    def _goal_reached(self, state: dict[str, np.ndarray]) -> bool:
-        distance = np.linalg.norm(state["ee_pos"] - np.asarray(self.cfg.goal_pos_m))
-        return bool(distance <= self.cfg.goal_tolerance_m)
+    def _goal_offset_m(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.cfg.goal_pos_m) - state["ee_pos"]
 
     def _observation(self, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vector = np.concatenate(

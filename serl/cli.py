@@ -97,7 +97,7 @@ def _startup_errors() -> tuple[type[Exception], ...]:
     from serl.agents.registry import UnknownAgentError
     from serl.checkpoint import CheckpointError
     from serl.data.datasets import DatasetError
-    from serl.envs import UnknownEnvError
+    from serl.envs import EnvUnreachableError, UnknownEnvError
     from serl.learner import LearnerError
     from serl.local import RunDirError
     from serl.transport import AuthError, HandshakeRefused, InsecureBindError
@@ -107,6 +107,7 @@ def _startup_errors() -> tuple[type[Exception], ...]:
         AuthError,
         CheckpointError,
         DatasetError,
+        EnvUnreachableError,
         HandshakeRefused,
         InsecureBindError,
         LearnerError,

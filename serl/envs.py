@@ -29,6 +29,12 @@ class UnknownEnvError(ValueError):
     """An env id that no package provides; the message says which kinds of ids exist."""
 
 
+class EnvUnreachableError(RuntimeError):
+    """An env that drives hardware through a server (``robot:`` ids) cannot reach it; the
+    message names the address and how to start the server. Raised by the env package, caught
+    by the `serl` command, which prints it as one line."""
+
+
 def env_factories() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group="serl.envs")}
 

@@ -5,6 +5,14 @@ serl record-demos --env sim:PandaPickCube-v0 --n 20 --out demos/pick --device ex
 serl record-demos --env Pendulum-v1 --n 5 --out demos/pend --device expert --policy pkg.mod:make
 serl inspect-dataset demos/pick --random-return 0 --expert-return 1 --reference demos/other
 
+A person at a keyboard, SpaceMouse or gamepad sees the episode in a live view (the cameras in
+an OpenCV window, or ``OUT/live.png`` where there is no display, and a status line in the
+terminal: `serl.teleop.live_view`), starts each episode with a key and keeps only the episodes
+they mark (`serl.teleop.recorder`); the keys printed at the start are those the task's action
+uses. A SpaceMouse has no keys to spare: its episode keys are the terminal's (ENTER, y, n, x,
+q). An env that talks to a server (``robot:`` ids) connects before the first prompt, so an
+unreachable server is said at once, not after the person pressed start.
+
 The ``expert`` device is a program, not a person: ``--policy MODULE:FACTORY`` names a function
 ``FACTORY(env) -> policy`` (``policy(obs) -> action`` in the env's layout, with an optional
 ``policy.reset()`` called each episode). Without ``--policy``, a ``prefix:Name`` env id uses
@@ -18,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +67,10 @@ class RecordDemosConfig:
     """End an episode (as truncation) after this many steps; default: the env's time limit."""
     obs_mode: str | None = None
     """Passed to the env factory when given (sim tasks: state or pixels)."""
+    live_view: Path | None = None
+    """PNG the live view is written to where no display exists (default: OUT/live.png)."""
+    live_view_hz: float = 4.0
+    """Live-view frames per second (the status line too)."""
 
 
 @dataclass(frozen=True)
@@ -128,53 +141,84 @@ def _make_device(cfg: RecordDemosConfig, env: Any) -> Any:
     return ScriptedDevice(policy, reset_fn=getattr(policy, "reset", None))
 
 
+def _describe_keys(device: Any, keys: Any, action_dim: int) -> str:
+    """The keys a person uses for this task: the keyboard's motion keys of the axes the action
+    takes, and the episode keys of whichever device gives them."""
+    from serl.teleop.keyboard import KeyboardDevice, keymap
+
+    if isinstance(device, KeyboardDevice):
+        named = {"ENTER" if k == "enter" else k: what for k, what in keymap(action_dim).items()}
+        return "keys: " + ", ".join(f"{k!r} {what}" for k, what in named.items())
+    episode = ", ".join(f"{what} {key}" for what, key in keys.episode_keys.items())
+    where = "terminal keys" if keys is not device else f"{device.name} buttons"
+    return f"{device.name} moves the arm; episode {where}: {episode}"
+
+
 @command("record-demos", "record teleoperated episodes (with success marks) into a dataset")
 def _record_demos(args: list[str]) -> int:
     from tqdm import tqdm
 
     from serl.envs import make_env
-    from serl.teleop.keyboard import KEYMAP
+    from serl.teleop.keyboard import KeyboardDevice
+    from serl.teleop.live_view import LiveView
     from serl.teleop.recorder import record_dataset
 
     cfg = tyro.cli(RecordDemosConfig, args=args, prog="serl record-demos")
+    if cfg.live_view_hz <= 0:
+        print(f"error: --live-view-hz {cfg.live_view_hz} must be > 0 (frames per second)")
+        return 2
     # Ctrl-C and SIGTERM must stop a recording whatever the launching process did: a signal
     # mask is inherited, and with SIGINT blocked here the signal would stay pending forever.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    kwargs = {"obs_mode": cfg.obs_mode} if cfg.obs_mode else {}
+    person = cfg.device != "expert"
+    kwargs: dict[str, Any] = {"obs_mode": cfg.obs_mode} if cfg.obs_mode else {}
+    if person:
+        kwargs["render_mode"] = "rgb_array"  # the live view's frame when there is no camera
     env = make_env(cfg.env, **kwargs)
-    hz = (
-        cfg.control_hz
-        if cfg.control_hz is not None
-        else (0 if cfg.device == "expert" else _HUMAN_HZ)
-    )
+    hz = cfg.control_hz if cfg.control_hz is not None else (_HUMAN_HZ if person else 0)
     try:
         device = _make_device(cfg, env)
+        keys = KeyboardDevice() if cfg.device == "spacemouse" else device
     except (ValueError, RuntimeError) as exc:
+        env.close()
         print(f"error: {exc}")
         return 2
-    if cfg.device == "keyboard":
-        print("keys: " + ", ".join(f"{k!r} {what}" for k, what in KEYMAP.items()))
     metadata = {
         "env_id": cfg.env,
         "dataset_id": cfg.out.name,
         "recorded_with": cfg.device,
         "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
     }
-    bar = tqdm(total=cfg.n, unit="episode", desc=f"recording {cfg.env}")
+    view = bar = None
 
     def progress(episode: Any, kept: bool) -> None:
-        bar.update(int(kept))
-        bar.set_postfix(last="success" if episode.success else "failure", steps=len(episode))
+        if bar is not None:
+            bar.update(int(kept))
+            bar.set_postfix(last="success" if episode.success else "failure", steps=len(episode))
 
     try:
-        with device:
+        with device, keys:
+            connect = getattr(env.unwrapped, "connect", None)
+            if callable(connect):  # a server-backed env (robot:): fail now, not after a prompt
+                connect()  # EnvUnreachableError: one line from `serl`'s handler
+            if person:
+                cfg.out.mkdir(parents=True, exist_ok=True)
+                png = cfg.live_view or cfg.out / "live.png"
+                view = LiveView.open(png, sys.stderr, hz=cfg.live_view_hz)
+                print(_describe_keys(device, keys, int(np.prod(env.action_space.shape))))
+                print(view.describe(), flush=True)
+            else:
+                bar = tqdm(total=cfg.n, unit="episode", desc=f"recording {cfg.env}")
             result = record_dataset(
                 env, device, cfg.out, cfg.n, seed=cfg.seed, success_from=cfg.success_from,
                 successes_only=cfg.successes_only, control_hz=hz, max_steps=cfg.max_steps,
-                metadata=metadata, on_episode=progress,
+                metadata=metadata, on_episode=progress, view=view, keys=keys,
             )  # fmt: skip
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+        if view is not None:
+            view.close()
         env.close()
     print(
         f"saved {result.saved} episodes ({result.successes} successful) to {cfg.out}"

@@ -47,12 +47,18 @@ class TeleopCommand:
     """A mark on the episode this step: True success, False failure, None no mark."""
     quit: bool = False
     """The human asked to stop (recording ends after the current episode is discarded)."""
+    start: bool = False
+    """The human is ready: begin the next episode (recording waits for it)."""
+    discard: bool = False
+    """The human throws the episode in progress away (recording ends it, unsaved)."""
 
 
 class TeleopDevice:
     """A human input device read once per control step; a context manager that closes it."""
 
     name: str = "device"
+    episode_keys: dict[str, str] = {}
+    """What to press for start, success, failure, discard and quit (the recording's prompts)."""
 
     def read(self, obs: Any = None) -> TeleopCommand:
         """The command now; never blocks for longer than a control step."""
@@ -69,6 +75,12 @@ class TeleopDevice:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def command_entries(action_dim: int) -> tuple[int, ...]:
+    """The entries of a device's 7-vector that an env action of size `action_dim` takes (module
+    doc); all seven for a size with no layout (a device speaking the env's own layout)."""
+    return _LAYOUTS.get(action_dim, tuple(range(TWIST_GRIPPER_DIM)))
 
 
 def to_env_action(action: np.ndarray, action_dim: int) -> np.ndarray:

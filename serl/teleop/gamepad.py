@@ -7,7 +7,8 @@ with ``ev_type`` ("Absolute", "Key", "Sync"), ``code`` (e.g. "ABS_X", "BTN_SOUTH
 
 Mapping (`AXES`, `BUTTONS`): left stick x/y -> y/x translation, right stick y -> z, right
 stick x -> yaw, d-pad -> roll/pitch; right bumper closes the gripper, left bumper opens it;
-A toggles intervention, Y marks success, B marks failure, Start quits. A stick moved beyond
+A toggles intervention, Y marks success, B marks failure, X starts the next episode of a
+recording, Back (Select) discards the episode in progress, Start quits. A stick moved beyond
 `deadzone` also counts as intervening (touching the controls takes over, as HIL-SERL).
 """
 
@@ -43,6 +44,7 @@ AXES: dict[str, tuple[int, float, float]] = {
 BUTTONS = {
     "BTN_TR": "close", "BTN_TL": "open", "BTN_SOUTH": "toggle",
     "BTN_NORTH": "success", "BTN_EAST": "failure", "BTN_START": "quit",
+    "BTN_WEST": "start", "BTN_SELECT": "discard",
 }  # fmt: skip
 """evdev button code -> action (pressed: state 1)."""
 
@@ -51,6 +53,9 @@ class GamepadDevice(TeleopDevice):
     """Gamepad teleoperation (module doc); `index` picks among connected gamepads."""
 
     name = "gamepad"
+    episode_keys = {
+        "start": "X", "success": "Y", "failure": "B", "discard": "Back", "quit": "Start"
+    }  # fmt: skip
 
     def __init__(self, *, index: int = 0, deadzone: float = 0.1, gain: float = 1.0) -> None:
         try:
@@ -101,7 +106,7 @@ class GamepadDevice(TeleopDevice):
             axes, events = self._axes.copy(), self._events
             self._events = []
         success: bool | None = None
-        quit_ = False
+        quit_ = start = discard = False
         for event in events:
             if event in ("close", "open"):
                 self.gripper = 1.0 if event == "close" else -1.0
@@ -111,12 +116,16 @@ class GamepadDevice(TeleopDevice):
                 success = event == "success"
             elif event == "quit":
                 quit_ = True
+            elif event == "start":
+                start = True
+            elif event == "discard":
+                discard = True
         axes = np.where(np.abs(axes) < self.deadzone, 0.0, axes) * self.gain
         action = np.zeros(TWIST_GRIPPER_DIM, np.float32)
         action[:6] = np.clip(axes, -1.0, 1.0)
         action[6] = self.gripper
         moving = bool(np.any(axes))
-        return TeleopCommand(action, self.intervening or moving, success, quit_)
+        return TeleopCommand(action, self.intervening or moving, success, quit_, start, discard)
 
     def close(self) -> None:
         # `pad.read()` blocks until the next event; the daemon thread ends with the process.

@@ -12,7 +12,11 @@ Keys (`KEYMAP`)::
     w / s   +x / -x        u / o   +roll / -roll      c   close gripper    space  toggle
     a / d   +y / -y        i / k   +pitch / -pitch    v   open gripper            intervention
     r / f   +z / -z        j / l   +yaw / -yaw        y   mark success     n   mark failure
-    q       quit
+    enter   start the next episode                    x   discard episode  q   quit
+
+`keymap(action_dim)` is the part of it a recording of a task uses: a reach task's 3-D action
+takes neither rotation nor gripper keys, and `serl record-demos` ignores the intervention
+toggle (the person always drives there).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from serl.teleop.device import TWIST_GRIPPER_DIM, TeleopCommand, TeleopDevice
+from serl.teleop.device import TWIST_GRIPPER_DIM, TeleopCommand, TeleopDevice, command_entries
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +50,32 @@ KEYMAP: dict[str, str] = {
     **{key: f"{'+' if sign > 0 else '-'}{'x y z roll pitch yaw'.split()[axis]}"
        for key, (axis, sign) in MOTION_KEYS.items()},
     "c": "close gripper", "v": "open gripper", " ": "toggle intervention",
-    "y": "mark success", "n": "mark failure", "q": "quit",
+    "enter": "start the next episode", "y": "mark success (keep)",
+    "n": "mark failure (keep)", "x": "discard the episode", "q": "quit",
 }  # fmt: skip
-"""Every key and what it does (shown by `serl record-demos --device keyboard`)."""
+"""Every key and what it does."""
 _GRIPPER = TWIST_GRIPPER_DIM - 1
+_ENTER = "\n\r"
+"""What ENTER sends: a terminal in cbreak mode translates it to \\n, a pipe may carry \\r."""
+
+
+def keymap(action_dim: int) -> dict[str, str]:
+    """The keys of `KEYMAP` a recording of an env with actions of size `action_dim` uses: the
+    motion keys of the axes its action takes, the gripper keys only when it takes the gripper,
+    and the episode keys (never the intervention toggle: while recording the person drives)."""
+    entries = command_entries(action_dim)
+    used = {key for key, (axis, _) in MOTION_KEYS.items() if axis in entries}
+    if _GRIPPER in entries:
+        used |= {"c", "v"}
+    used |= {"enter", "y", "n", "x", "q"}
+    return {key: what for key, what in KEYMAP.items() if key in used}
 
 
 class KeyboardDevice(TeleopDevice):
     """Terminal keyboard teleoperation (module doc); `fd` defaults to stdin."""
 
     name = "keyboard"
+    episode_keys = {"start": "ENTER", "success": "y", "failure": "n", "discard": "x", "quit": "q"}
 
     def __init__(
         self,
@@ -89,7 +109,7 @@ class KeyboardDevice(TeleopDevice):
     def read(self, obs: Any = None) -> TeleopCommand:
         now = self.clock()
         success: bool | None = None
-        quit_ = False
+        quit_ = start = discard = False
         for key in self._pending().decode("ascii", errors="ignore").lower():
             if key in MOTION_KEYS:
                 self._pressed_at[key] = now
@@ -101,6 +121,10 @@ class KeyboardDevice(TeleopDevice):
                 self.intervening = not self.intervening
             elif key in "yn":
                 success = key == "y"
+            elif key == "x":
+                discard = True
+            elif key in _ENTER:
+                start = True
             elif key == "q":
                 quit_ = True
         action = np.zeros(TWIST_GRIPPER_DIM, np.float32)
@@ -109,7 +133,9 @@ class KeyboardDevice(TeleopDevice):
                 axis, sign = MOTION_KEYS[key]
                 action[axis] += sign * self.gain
         action[_GRIPPER] = self.gripper
-        return TeleopCommand(np.clip(action, -1.0, 1.0), self.intervening, success, quit_)
+        return TeleopCommand(
+            np.clip(action, -1.0, 1.0), self.intervening, success, quit_, start, discard
+        )
 
     def reset(self) -> None:
         self._pressed_at.clear()

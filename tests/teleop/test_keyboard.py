@@ -86,3 +86,17 @@ def test_a_terminal_is_put_in_cbreak_mode_and_restored_on_close() -> None:
     finally:
         os.close(leader)
         os.close(follower)
+
+
+def test_enter_starts_an_episode_and_x_discards_it(pipe) -> None:
+    read_fd, write_fd = pipe
+    device = KeyboardDevice(read_fd, clock=Clock())
+    os.write(write_fd, b"\n")
+    first = device.read()
+    assert first.start is True and first.discard is False and first.success is None
+    os.write(write_fd, b"\r")  # ENTER through a pipe rather than a cbreak terminal
+    assert device.read().start is True
+    os.write(write_fd, b"x")
+    second = device.read()
+    assert second.discard is True and second.start is False
+    assert device.read().discard is False  # once

@@ -148,3 +148,9 @@ def test_ctrl_c_stops_a_recording_started_with_sigint_blocked(tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
+
+
+def test_a_live_view_rate_of_zero_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    args = ["record-demos", "--env", "Pendulum-v1", "--out", str(tmp_path), "--live-view-hz", "0"]
+    assert main(args) == 2
+    assert "--live-view-hz 0.0 must be > 0" in capsys.readouterr().out

@@ -16,6 +16,8 @@
 #   SERL_CONTROL_HZ    fixed control rate [10]
 #   SERL_SOURCE        transition tag: real, sim or online [real]
 #   SERL_SPILL_DIR     where chunks spill when the learner is unreachable [spill]
+#   SERL_OUTBOX_LIMIT  chunks held in memory only, the most a power loss can lose [16]
+#   SERL_SILENCE_S     reconnect after the learner was silent this long [10]
 #   SERL               the serl command [../.venv/bin/serl beside this folder, else serl on PATH]
 set -euo pipefail
 # shellcheck source=launch/serl_command.sh
@@ -32,7 +34,9 @@ args=(actor
   --actor-id "${SERL_ACTOR_ID:-$(hostname)}"
   --control-hz "${SERL_CONTROL_HZ:-10}"
   --source "${SERL_SOURCE:-real}"
-  --spill-dir "${SERL_SPILL_DIR:-spill}")
+  --spill-dir "${SERL_SPILL_DIR:-spill}"
+  --outbox-limit "${SERL_OUTBOX_LIMIT:-16}"
+  --silence-timeout-s "${SERL_SILENCE_S:-10}")
 if [[ -n "${SERL_CONFIG:-}" ]]; then
   args+=(--config "${SERL_CONFIG}")
 fi

@@ -120,8 +120,9 @@ class ActorConfig:
     """At most this much disk for spilled chunks; beyond it the actor waits for the learner
     (a real arm holds still: the robot server's watchdog), so an outage cannot fill a disk."""
     outbox_limit: int = 1024
-    """Chunks held in memory until the learner commits them (at its checkpoints); hold at
-    least a checkpoint period's worth, or the actor waits (spills) until the next one."""
+    """Chunks held in memory until the learner commits them (at its checkpoints). Without
+    spill_dir, hold at least a checkpoint period's worth or the actor waits for the next one;
+    with it, older chunks go to disk, and this is the most a killed actor process loses."""
     silence_timeout_s: float = 10.0
     """Reconnect when the learner has been silent this long (it answers pings every second
     while it runs); lower it on a LAN to notice a pulled cable sooner, raise it for a learner

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from serl.bench import outage
 from serl.bench.netlab import Host, NetLab, unavailable_reason
 from serl.checkpoint import read_checkpoint
 from serl.learner import StoredRow, stored_transitions
@@ -44,21 +45,27 @@ EPISODE = 200
 """Pendulum's episode length: rows are (episode, t) with t < EPISODE."""
 
 
-@pytest.fixture
-def lab() -> Iterator[NetLab]:
+def require_namespaces() -> None:
+    """Skip where namespaces cannot be made (not root); in CI, fail instead."""
     reason = unavailable_reason()
     if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the network-fault tests, but {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture
+def lab() -> Iterator[NetLab]:
+    require_namespaces()
     with NetLab("t") as net:
         yield net
 
 
 def host_keys(keys: Path, name: str, dest: Path) -> Path:
-    """What a robot PC holds: its own keypair and the learner's public key, nothing else."""
+    """What launch/README.md copies to a robot PC: its secret key and the learner's public
+    key, nothing else."""
     dest.mkdir(parents=True, mode=0o700)
-    for file in (f"{name}.key", f"{name}.key_secret", "server.key"):
+    for file in (f"{name}.key_secret", "server.key"):
         shutil.copy(keys / file, dest / file)
     (dest / f"{name}.key_secret").chmod(0o600)
     return dest
@@ -312,3 +319,15 @@ def test_a_host_without_keys_or_with_another_hosts_key_is_refused(
     assert procs.terminate("learner") == 0
     _, rows = stored_transitions(site.run)
     assert count_by_actor(rows) == {"robot-1": 300}
+
+
+@pytest.mark.timeout(150)
+def test_the_link_outage_benchmark_runs_and_counts_nothing_lost(tmp_path: Path) -> None:
+    """`serl bench link-outage` end to end with one short outage (its figures in docs come
+    from the full run)."""
+    require_namespaces()
+    figures = outage.run(quick=True, device="cpu", outages=[1.0], plot=tmp_path / "o.png")
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["transitions_stepped"] > 1000
+    assert 0 <= figures["resume_s_1"] < 15
+    assert (tmp_path / "o.png").stat().st_size > 10_000

@@ -14,7 +14,8 @@ for each outage length in turn, with 8 s of normal streaming between outages. Fi
 - `transitions_stepped`, `lost`, `duplicated`: what the actor stepped against the rows of the
   learner's final checkpoint (both must be 0), over all outages of the run.
 
-Needs root and iproute2 (network namespaces); `--quick` does 2 s and 5 s outages only.
+Needs root and iproute2 (network namespaces); `--quick` does 2 s and 5 s outages only;
+`--plot PNG` draws the first two figures against the outage length.
 """
 
 from __future__ import annotations
@@ -46,13 +47,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--outages", type=float, nargs="+", help=f"outage lengths in s (default {OUTAGES_S})"
     )
+    parser.add_argument(
+        "--plot", type=Path, help="also draw time to resume and spill rate against outage length"
+    )
 
 
-def _wait(condition: Any, timeout_s: float, what: str) -> None:
+def plot_outages(figures: dict[str, Any], lengths: tuple[float, ...], png: Path) -> Path:
+    """Two panels against outage length: seconds to resume streaming, spilled kB per second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    resume = [figures[f"resume_s_{length:g}"] for length in lengths]
+    spill = [figures[f"spill_bytes_per_outage_s_{length:g}"] / 1e3 for length in lengths]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.plot(lengths, resume, marker="o")
+    left.set(xlabel="outage (s)", ylabel="s to resume streaming", ylim=(0, None))
+    left.set_title("link back -> learner ingesting again", fontsize=10)
+    right.plot(lengths, spill, marker="o", color="tab:orange")
+    right.set(xlabel="outage (s)", ylabel="spilled kB per s of outage", ylim=(0, None))
+    right.set_title("Pendulum at 100 Hz, 8 chunks of 16 in memory", fontsize=10)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    lost, duplicated = figures["lost"], figures["duplicated"]
+    fig.suptitle(
+        f"a robot PC's link pulled: {figures['transitions_stepped']:,} transitions stepped, "
+        f"{lost} lost, {duplicated} duplicated",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def _wait(condition: Any, timeout_s: float, what: str, procs: dict[str, Any], logs: Path) -> None:
+    """Wait for `condition`; a process that died meanwhile or a timeout raises, naming its log."""
     deadline = time.monotonic() + timeout_s
     while not condition():
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                tail = (logs / f"{name}.log").read_text()[-2000:]
+                raise RuntimeError(f"{name} exited ({proc.returncode}) before {what}:\n{tail}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.05)
 
 
@@ -83,7 +123,9 @@ def _resumed_at(run_dir: Path, link_up: float, timeout_s: float = 60.0) -> float
     raise RuntimeError(f"streaming did not resume within {timeout_s} s of the link coming back")
 
 
-def run(quick: bool, device: str, outages: list[float] | None = None) -> dict[str, Any]:
+def run(
+    quick: bool, device: str, outages: list[float] | None = None, plot: Path | None = None
+) -> dict[str, Any]:
     reason = unavailable_reason()
     if reason is not None:
         raise ValueError(f"link-outage needs network namespaces, but {reason}")
@@ -91,7 +133,10 @@ def run(quick: bool, device: str, outages: list[float] | None = None) -> dict[st
     if any(length <= 0 for length in lengths):
         raise ValueError(f"--outages {lengths}: each must be > 0 s")
     with tempfile.TemporaryDirectory(prefix="serl-outage-") as tmp, NetLab("bench") as lab:
-        return _measure(Path(tmp), lab, lengths, device)
+        figures = _measure(Path(tmp), lab, lengths, device)
+    if plot is not None:
+        print(f"wrote {plot_outages(figures, lengths, plot)}")
+    return figures
 
 
 def _measure(root: Path, lab: NetLab, lengths: tuple[float, ...], device: str) -> dict[str, Any]:
@@ -138,11 +183,17 @@ def _measure(root: Path, lab: NetLab, lengths: tuple[float, ...], device: str) -
         )
     }
     try:
-        _wait(lambda: _ingest_times(run_dir) != [], 60, "the learner to start")
+        _wait(lambda: _ingest_times(run_dir) != [], 180, "the learner to start", procs, logs)
         procs["actor"] = spawn_serl(
             "actor", actor, root / "actor.json", logs / "actor.log", prefix=robot.prefix
         )
-        _wait(lambda: any(s > 0 for _, s in _ingest_times(run_dir)), 60, "the first transitions")
+        _wait(
+            lambda: any(s > 0 for _, s in _ingest_times(run_dir)),
+            180,
+            "the first transitions",
+            procs,
+            logs,
+        )
         figures: dict[str, Any] = {}
         for length in lengths:
             time.sleep(BETWEEN_S)

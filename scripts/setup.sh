@@ -53,6 +53,13 @@ if [[ ",$extras," == *",sim,"* ]] && [ "$(id -u)" = 0 ] && command -v apt-get >/
   fi
 fi
 
+# The network-fault tests make hosts as network namespaces (serl/bench/netlab.py): iproute2.
+if [[ ",$extras," == *",dev,"* ]] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+  && ! command -v ip >/dev/null; then
+  echo "setup: installing iproute2 for the network-fault tests"
+  apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+fi
+
 stamp="$venv/.serl-setup-$(sha256sum < pyproject.toml | cut -c1-16)-${extras//,/_}"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing serl-suite[$extras]"

@@ -32,6 +32,7 @@ Control loop (one thread; all network I/O happens on `ActorClient`'s own thread)
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from serl.agents.sac import SACConfig
 from serl.agreement import (
@@ -141,6 +143,9 @@ class ActorConfig:
     """At exit, seconds to wait for the learner to commit (checkpoint) the last chunks."""
     threads: int = 1
     """torch CPU threads for the policy (0 keeps torch's default)."""
+    progress: bool = True
+    """A progress bar (steps, and whether the learner is reachable and what is spilled) when
+    stderr is a terminal; logs only otherwise."""
 
 
 @dataclass
@@ -350,6 +355,14 @@ class Actor:
         self._timer = _Timer(cfg.control_hz)
         self._reset_seed: int | None = cfg.seed
         self._randomize, self._eval_params = randomization(self.env, cfg.env, cfg.randomize)
+        self._bar = tqdm(
+            total=cfg.max_steps or None,
+            unit="step",
+            desc=f"actor {cfg.actor_id}",
+            disable=not (cfg.progress and sys.stderr.isatty()),
+            mininterval=1.0,
+        )
+        self._bar_note_at = 0.0
 
     # ---- loop ---------------------------------------------------------------------------
 
@@ -509,8 +522,26 @@ class Actor:
             policy_version=version,
         )
         self.counters.steps += 1
+        self._show_progress()
         if len(self._chunk) >= self.cfg.chunk_size:
             self.flush()
+
+    def _show_progress(self) -> None:
+        """One step on the bar; once a second, the link's state beside it (the bar keeps
+        counting through an outage: the robot goes on, its chunks wait or spill)."""
+        self._bar.update(1)
+        now = time.monotonic()
+        if self._bar.disable or now < self._bar_note_at:
+            return
+        self._bar_note_at = now + 1.0
+        outage = self.client.unreachable_for()
+        spilled = self.client.counters().get("spilled", 0)
+        if outage is None:
+            version = self.weights.version if self.weights is not None else "none yet"
+            note = f"learner ok, weights {version}, {self.client.pending()} uncommitted"
+        else:
+            note = f"learner UNREACHABLE {outage:.0f} s, {self.client.pending()} held"
+        self._bar.set_postfix_str(note + (f", {spilled} spilled so far" if spilled else ""))
 
     def flush(self) -> None:
         """Queue the transitions gathered so far as one chunk (no-op when there are none).
@@ -619,6 +650,7 @@ class Actor:
         except (HandshakeRefused, RuntimeError) as exc:  # the transport failed: nothing to send
             logger.debug("last chunk not sent: %s", exc)
         finally:
+            self._bar.close()
             self.client.close(timeout_s=self.cfg.close_timeout_s)  # logs what is uncommitted
             self.env.close()
             logger.info(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -14,6 +17,7 @@ from serl.actor import Actor, ActorConfig, sanitize_action
 from serl.agents.sac import SACConfig
 from serl.agreement import actor_policy, policy_numpy
 from serl.envs import make_env
+from serl.processes import free_port
 from serl.transport.client import Weights
 from serl.transport.protocol import SOURCES
 
@@ -259,3 +263,26 @@ def test_randomize_names_an_unknown_parameter_and_a_non_sim_env() -> None:
         )  # fmt: skip
     with pytest.raises(ValueError, match="needs a sim: env"):
         make_actor(FakeClient(), randomize="m=1:2")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_keeps_counting_through_an_outage_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No learner at all: the robot's actor steps on, its bar shows the outage and the spill."""
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    env = make_env("Pendulum-v1", max_episode_steps=50)
+    cfg = ActorConfig(
+        agent_cfg=TINY, actor_id="robot-0", data_port=free_port(), weights_port=free_port(),
+        random_steps=250, max_steps=250, control_hz=100.0, chunk_size=10, eval_every=0,
+        spill_dir=tmp_path / "spill", outbox_limit=2, close_timeout_s=0.0,
+    )  # fmt: skip
+    Actor(cfg, env=env).run()
+    shown = screen.getvalue()
+    assert "250/250" in shown
+    assert "learner UNREACHABLE" in shown and "spilled so far" in shown

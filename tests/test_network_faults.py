@@ -229,12 +229,13 @@ def test_the_gpu_pcs_link_down_while_checkpointing_then_a_learner_kill_and_resum
         "a checkpoint with 400 steps",
         lambda: procs.log("learner-1"),
     )
-    # The learner checkpoints every 0.3 s: the link goes while one is written or due.
-    lab.link_down(site.gpu)
+    # The learner checkpoints every 0.3 s: its network goes while one is written or due,
+    # this time the interface itself (the NIC gone, its address and routes with it).
+    lab.remove_interface(site.gpu)
     time.sleep(2.0)
     procs.kill9("learner-1")
     time.sleep(1.0)
-    lab.link_up(site.gpu)
+    lab.restore_interface(site.gpu)
     site.start_learner("learner-2", max_env_steps=2 * steps, resume=True)
     assert procs.wait("learner-2", 120) == 0
     for host in site.robots:

@@ -426,6 +426,12 @@ class ActorClient:
                 "(is it running? with CURVE, are the keys right?)"
             )
 
+    def unreachable_for(self) -> float | None:
+        """Seconds since the learner was last reachable (no accepted handshake since), or None
+        while connected."""
+        since = self._unreachable_since  # one read: the I/O thread may clear it meanwhile
+        return None if since is None else time.monotonic() - since
+
     @property
     def connected(self) -> bool:
         """True while the current connection's handshake is accepted."""

@@ -51,12 +51,21 @@ def _use_configured_backend() -> None:
 _LIVE: weakref.WeakSet[CameraRenderer] = weakref.WeakSet()
 
 
-@atexit.register
 def _close_live_renderers() -> None:
     # GL contexts left to the garbage collector at interpreter exit are freed after EGL has
     # been torn down, which fails noisily; close them while everything still works.
     for renderer in list(_LIVE):
         renderer.close()
+
+
+def _track(renderer: CameraRenderer) -> None:
+    """Close `renderer` at exit if nobody did. The hook is registered after the first GL
+    context exists: atexit runs hooks last-in first-out, and MuJoCo's EGL module registers
+    its own teardown when it is first imported, so ours must come later to run before it."""
+    if not _LIVE:
+        atexit.unregister(_close_live_renderers)
+        atexit.register(_close_live_renderers)
+    _LIVE.add(renderer)
 
 
 class CameraRenderer:
@@ -78,7 +87,7 @@ class CameraRenderer:
                 f"offscreen rendering failed: {exc}. {headless_gl.gl_error_hint()}"
             ) from exc
         self.height, self.width = height, width
-        _LIVE.add(self)
+        _track(self)
 
     def render(self, data: object, camera: str) -> np.ndarray:
         self._renderer.update_scene(data, camera=camera)

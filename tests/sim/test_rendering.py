@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -54,3 +57,18 @@ def test_render_returns_the_render_camera_at_render_size() -> None:
 def test_an_unknown_render_camera_is_refused_naming_the_cameras() -> None:
     with pytest.raises(ValueError, match="render_camera='top'; the model has"):
         sim.make("PandaReach-v0", render_mode="rgb_array", render_camera="top")
+
+
+def test_a_script_that_never_closes_its_pixel_env_exits_without_gl_errors() -> None:
+    """Renderers left open are closed at exit before MuJoCo's EGL teardown, not after it
+    (which printed three EGLError tracebacks at the end of every such script)."""
+    script = (
+        "from serl.envs import make_env\n"
+        "env = make_env('sim:PandaPickCubePixels64-v0')\n"
+        "env.reset(seed=0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr and "EGLError" not in done.stderr

@@ -201,7 +201,7 @@ class ActorClient:
         """Highest seq committed and dropped here: the learner can never get it again."""
         self._in_memory = 0
         self._memory_seqs: deque[int] = deque()
-        """Seqs of chunks held in memory, oldest first (committed ones are skipped lazily)."""
+        """With spill_dir: seqs of the chunks held in memory, oldest first (as many as them)."""
         self._spilled_bytes = 0
         """Size of this incarnation's spill files not yet committed (deleted)."""
         self._weights: Weights | None = None
@@ -321,10 +321,11 @@ class ActorClient:
                 self._next_seq += 1
                 self._records[seq] = _Record(seq, chunk, None, nbytes)
                 self._in_memory += 1
-                self._memory_seqs.append(seq)
                 oldest = None
-                if self.spill_dir is not None and self._in_memory > self.outbox_limit:
-                    oldest = self._oldest_in_memory()
+                if self.spill_dir is not None:
+                    self._memory_seqs.append(seq)
+                    if self._in_memory > self.outbox_limit:
+                        oldest = self._oldest_in_memory()
             if oldest is not None:
                 self._move_to_disk(oldest)
         self._wake()
@@ -817,6 +818,8 @@ class ActorClient:
                     break
                 record = self._records.pop(seq)
                 self._forgotten = seq
+                while self._memory_seqs and self._memory_seqs[0] <= seq:
+                    self._memory_seqs.popleft()
                 if record.arrays is not None:
                     self._in_memory -= 1
                 if record.path is not None:

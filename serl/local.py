@@ -61,8 +61,11 @@ class LocalTrainConfig:
     runs/local/<env>-<agent>-<date-time>. A directory that already holds a run is refused."""
     device: str = "cpu"
     """Torch device of the learner (cpu, cuda, cuda:1)."""
-    threads: int = 0
-    """torch CPU threads (0 keeps torch's default)."""
+    threads: int = 1
+    """torch CPU threads (0: torch's default, one per core). One, as `serl train` uses per
+    process: on an idle 2-core machine two threads were 11 % faster on Reach, but with
+    anything else running they wait for each other and were 7-15 times slower
+    (docs/readme-costs.md)."""
     progress: bool = True
     """Show a progress bar."""
     reward: ClassifierRewardConfig = field(default_factory=ClassifierRewardConfig)

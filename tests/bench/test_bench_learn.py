@@ -83,3 +83,18 @@ def test_variants_select_encoders_of_the_pixel_suite_and_an_unknown_one_names_th
         select_variants(pixels, ["resnet"])
     with pytest.raises(ValueError, match="none"):
         select_variants(SUITES["panda"], ["drq"])
+
+
+def test_the_learner_rate_is_the_runs_mean_not_its_last_window(tmp_path: Path) -> None:
+    from serl.bench.learn import learner_figures
+
+    records = [(0.0, 0, 4.0), (10.0, 40, 4.0), (20.0, 80, 4.0), (20.5, 81, 0.1)]
+    lines = [
+        json.dumps({"step": updates, "time_s": 1e9 + t, "learner/updates": updates,
+                    "learner/updates_per_s": rate, "buffer/bytes_per_slot": 1000.0})
+        for t, updates, rate in records
+    ]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    figures = learner_figures(tmp_path)
+    assert figures["updates_per_s"] == pytest.approx(81 / 20.5)
+    assert figures["bytes_per_transition"] == 1000.0

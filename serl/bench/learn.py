@@ -464,16 +464,13 @@ def learner_figures(run_dir: Path) -> dict[str, float]:
     """
     from serl.metrics import read_metrics
 
+    records = read_metrics(run_dir / "metrics.jsonl")
     progress = [
         (float(r["time_s"]), float(r["learner/updates"]))
-        for r in read_metrics(run_dir / "metrics.jsonl")
+        for r in records
         if r.get("learner/updates") is not None
     ]
-    sizes = [
-        float(r["buffer/bytes_per_slot"])
-        for r in read_metrics(run_dir / "metrics.jsonl")
-        if r.get("buffer/bytes_per_slot")
-    ]
+    sizes = [float(r["buffer/bytes_per_slot"]) for r in records if r.get("buffer/bytes_per_slot")]
     rate = math.nan
     if len(progress) >= 2 and progress[-1][0] > progress[0][0]:
         rate = (progress[-1][1] - progress[0][1]) / (progress[-1][0] - progress[0][0])

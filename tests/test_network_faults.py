@@ -108,6 +108,18 @@ class Site:
         } | overrides)  # fmt: skip
         self.procs.start("actor", name, config, prefix=host.prefix)
 
+    def start_streaming(self, learner: str, steps: int) -> None:
+        """The learner, to stop after every robot's `steps`, and one actor per robot PC."""
+        self.start_learner(learner, max_env_steps=len(self.robots) * steps)
+        for host in self.robots:
+            self.start_actor(host, host.name, max_steps=steps)
+
+    def wait_finished(self, learner: str) -> None:
+        """The learner and every robot's actor exit 0 by themselves."""
+        assert self.procs.wait(learner, 120) == 0
+        for host in self.robots:
+            assert self.procs.wait(host.name, 30) == 0
+
     def spill_dir(self, host: Host) -> Path:
         return self.root / "hosts" / host.name / "spill"
 
@@ -154,12 +166,8 @@ def test_two_robot_pcs_stream_to_the_gpu_pc_and_both_follow_every_weights_versio
 ) -> None:
     site = Site(lab, procs, tmp_path)
     steps = 800
-    site.start_learner("learner", max_env_steps=2 * steps)
-    for host in site.robots:
-        site.start_actor(host, host.name, max_steps=steps)
-    assert procs.wait("learner", 120) == 0
-    for host in site.robots:
-        assert procs.wait(host.name, 30) == 0
+    site.start_streaming("learner", steps)
+    site.wait_finished("learner")
 
     meta, rows = stored_transitions(site.run)
     assert_exactly_once(rows, {"robot-0": steps, "robot-1": steps})
@@ -182,9 +190,7 @@ def test_a_robot_pcs_link_down_for_10_s_loses_and_doubles_nothing(
 ) -> None:
     site = Site(lab, procs, tmp_path)
     steps = 2000  # 20 s at 100 Hz: the outage falls in the middle
-    site.start_learner("learner", max_env_steps=2 * steps)
-    for host in site.robots:
-        site.start_actor(host, host.name, max_steps=steps)
+    site.start_streaming("learner", steps)
     site.wait_for_steps(500)
     cut = site.robots[1]
     lab.link_down(cut)
@@ -192,9 +198,7 @@ def test_a_robot_pcs_link_down_for_10_s_loses_and_doubles_nothing(
     spilled_during_outage = len(list(site.spill_dir(cut).glob("*.npz")))
     live_during_outage = latest(site.run, "learner/actors_live")
     lab.link_up(cut)
-    assert procs.wait("learner", 120) == 0
-    for host in site.robots:
-        assert procs.wait(host.name, 30) == 0
+    site.wait_finished("learner")
 
     _, rows = stored_transitions(site.run)
     assert_exactly_once(rows, {"robot-0": steps, "robot-1": steps})
@@ -220,9 +224,7 @@ def test_the_gpu_pcs_link_down_while_checkpointing_then_a_learner_kill_and_resum
 ) -> None:
     site = Site(lab, procs, tmp_path)
     steps = 1500
-    site.start_learner("learner-1", max_env_steps=2 * steps)
-    for host in site.robots:
-        site.start_actor(host, host.name, max_steps=steps)
+    site.start_streaming("learner-1", steps)
     wait_until(
         lambda: site.checkpointed_steps() >= 400,
         60,
@@ -237,9 +239,7 @@ def test_the_gpu_pcs_link_down_while_checkpointing_then_a_learner_kill_and_resum
     time.sleep(1.0)
     lab.restore_interface(site.gpu)
     site.start_learner("learner-2", max_env_steps=2 * steps, resume=True)
-    assert procs.wait("learner-2", 120) == 0
-    for host in site.robots:
-        assert procs.wait(host.name, 30) == 0
+    site.wait_finished("learner-2")
 
     meta, rows = stored_transitions(site.run)
     assert_exactly_once(rows, {"robot-0": steps, "robot-1": steps})

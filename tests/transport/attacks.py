@@ -144,9 +144,13 @@ def multipart(endpoint: str, frame_bytes: int, frames: int) -> Iterator[None]:
 def unfinished_message(endpoint: str, frame_bytes: int, frames: int) -> socket.socket:
     """Speak ZMTP 3.0 by hand (NULL mechanism, as a DEALER) and send `frames` frames that all
     say more follow: a message libzmq assembles and never hands over. Returns the connection,
-    still open (unless the target closed it)."""
+    still open (unless the target closed it).
+
+    A send that makes no progress for 5 s also ends the sending: when the target has already
+    read everything and closed, its kernel keeps the orphaned socket in FIN-WAIT-2 with a zero
+    window for `tcp_fin_timeout` (60 s), and a blocking send would wait that long for a reset."""
     host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)))
+    sock = socket.create_connection((host, int(port)), timeout=5.0)
     greeting = b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32)
     sock.sendall(greeting)
     sock.recv(64)
@@ -156,7 +160,7 @@ def unfinished_message(endpoint: str, frame_bytes: int, frames: int) -> socket.s
     try:
         for _ in range(frames):
             sock.sendall(frame)
-    except OSError:  # the target ended the connection
+    except OSError:  # the target ended the connection (or stopped reading: TimeoutError)
         pass
     return sock
 

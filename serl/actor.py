@@ -55,7 +55,8 @@ from serl.agreement import (
 from serl.config import config_to_dict
 from serl.envs import episode_success
 from serl.processes import StopSignal, limit_threads
-from serl.rewards.wrapper import ClassifierRewardConfig, make_classified_env
+from serl.rewards.config import ClassifierRewardConfig
+from serl.rewards.wrapper import make_classified_env
 from serl.transport.auth import load_client_keys
 from serl.transport.client import ActorClient, Weights
 from serl.transport.protocol import SOURCES, HandshakeRefused, chunk_arrays

@@ -26,7 +26,8 @@ from serl.data.samplers import UniformSampler
 from serl.evaluation import evaluate
 from serl.metrics import MetricsLogger
 from serl.plots import plot_learning_curve
-from serl.rewards.wrapper import ClassifierRewardConfig, make_classified_env
+from serl.rewards.config import ClassifierRewardConfig
+from serl.rewards.wrapper import make_classified_env
 
 logger = logging.getLogger(__name__)
 

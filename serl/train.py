@@ -35,7 +35,7 @@ from tqdm import tqdm
 from serl.actor import ActorConfig
 from serl.agents.registry import agent_spec
 from serl.agents.sac import SACConfig
-from serl.checkpoint import read_checkpoint
+from serl.checkpoint import CheckpointError, read_checkpoint
 from serl.checkpoint_eval import evaluate_policy, load_policy
 from serl.data.datasets import check_dataset
 from serl.envs import check_env_id
@@ -43,6 +43,8 @@ from serl.learner import CHECKPOINT_NAME, LearnerConfig, LearnerError
 from serl.metrics import MetricsLogger
 from serl.plots import plot_learning_curve
 from serl.processes import StopSignal, free_port, spawn_serl
+from serl.rewards.config import ClassifierRewardConfig
+from serl.rewards.model import load_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,10 @@ class TrainConfig:
     success_key: str = ""
     """Info key the env reports success under (e.g. gym-hil's succeed); empty: success,
     is_success or succeed, whichever the env has. Envs without one get no success rate."""
+    reward: ClassifierRewardConfig = field(default_factory=ClassifierRewardConfig)
+    """Reward classifier (serl train-reward) whose decision replaces the actors' env reward and
+    termination; off unless --reward.checkpoint is given. A `sim:` task keeps reporting its own
+    success, so the curve and the final evaluation count real successes."""
     agent: str = "sac"
     """Agent preset (sets the defaults of --agent-cfg.*): sac, rlpd, drq, bc, h2o, famo2o, moorl,
     drrpo or iwocs (serl/agents/registry.py says what each is)."""
@@ -197,6 +203,7 @@ def child_configs(
             env_params=dict(cfg.env_params),
             randomize=cfg.randomize,
             success_key=cfg.success_key,
+            reward=cfg.reward,
             agent=cfg.agent,
             agent_cfg=cfg.agent_cfg,
             data_port=data_port,
@@ -293,6 +300,11 @@ def train(cfg: TrainConfig, *, stop: StopSignal | None = None) -> TrainResult:
     check_env_id(cfg.env)
     if cfg.prior_data is not None:
         check_dataset(cfg.prior_data)  # before the learner spends seconds starting up
+    if cfg.reward.checkpoint is not None:
+        try:  # a missing or corrupt classifier stops here, not in every actor's log
+            load_classifier(cfg.reward.checkpoint)
+        except (OSError, CheckpointError) as exc:
+            raise TrainError(f"--reward.checkpoint: {exc}") from exc
     run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else _default_run_dir()
     checkpoint = run_dir / CHECKPOINT_NAME
     if checkpoint.exists() and not cfg.resume:

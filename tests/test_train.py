@@ -13,6 +13,7 @@ from serl.checkpoint import read_checkpoint
 from serl.cli import main
 from serl.metrics import read_metrics
 from serl.processes import StopSignal
+from serl.rewards.config import ClassifierRewardConfig
 from serl.train import TrainConfig, TrainResult, child_configs, train
 from tests.learner_procs import TINY, latest, wait_until
 
@@ -121,3 +122,17 @@ def test_train_with_two_actors_learns_pendulum_above_threshold(tmp_path: Path) -
     assert result.final_eval is not None
     assert result.final_eval["eval/return_mean"] >= -400
     assert live_children() == []
+
+
+def test_a_reward_classifier_reaches_every_actor_and_a_corrupt_one_stops_before_any_process(
+    tmp_path: Path, capsys
+) -> None:
+    reward = ClassifierRewardConfig(checkpoint=tmp_path / "classifier.safetensors")
+    _, actors = child_configs(TrainConfig(reward=reward, actors=2), tmp_path, (5555, 5556))
+    assert [a.reward for a in actors] == [reward, reward]
+    reward.checkpoint.write_bytes(b"not a checkpoint")
+    run = tmp_path / "run"
+    code = main(["train", "--reward.checkpoint", str(reward.checkpoint), "--run-dir", str(run)])
+    assert code == 1
+    assert f"--reward.checkpoint: {reward.checkpoint}" in capsys.readouterr().err
+    assert not run.exists() and not live_children()

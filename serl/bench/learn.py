@@ -58,6 +58,8 @@ from serl.bench.units import write_json_atomic  # noqa: E402
 
 OURS = "serl"
 PEER = "sb3"
+CLASSIFIER_SUFFIX = "-classifier"
+"""Appended to every method's name when a reward classifier replaces the env's reward."""
 PEER_THREADS = 1
 """torch threads of the SB3 run, like each of our processes (`serl train --threads 1`): on a
 2-core machine two threads per process oversubscribe the cores and slow SB3 down by ~5x."""
@@ -240,20 +242,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only these methods of a suite that compares several (panda-pixels: drq imagenet "
         "pretrained random; default: all)",
     )
+    parser.add_argument(
+        "--reward-classifier",
+        type=Path,
+        metavar="CLASSIFIER",
+        help="a success classifier (serl train-reward) whose decision is the reward and the end "
+        "of every episode, the demos' too, instead of the env's reward (the real-robot recipe); "
+        "the curves still count the env's own successes. Methods get the suffix -classifier",
+    )
 
 
 def _slug(task: str) -> str:
     return task.replace(":", "_").replace("-", "_").lower()
 
 
-def record_demos(task: str, episodes: int, out: Path) -> Path:
-    """`episodes` successful scripted-expert episodes of `task` (seeds apart from evaluation)."""
+def record_demos(task: str, episodes: int, out: Path, classifier: Path | None = None) -> Path:
+    """`episodes` successful scripted-expert episodes of `task` (seeds apart from evaluation),
+    rewarded and ended by `classifier` when one is given (kept by the env's success, as an
+    operator keeps the demos that worked)."""
     from serl.cli import main
 
     if not out.exists():
+        reward = ["--reward.checkpoint", str(classifier)] if classifier is not None else []
         code = main(
             ["record-demos", "--env", task, "--device", "expert", "--n", str(episodes),
-             "--successes-only", "--seed", "100000", "--out", str(out)]
+             "--successes-only", "--seed", "100000", "--out", str(out), *reward]
         )  # fmt: skip
         if code != 0:
             raise RuntimeError(f"recording {episodes} expert demos of {task} failed ({code})")
@@ -303,7 +316,9 @@ def _run_ours(
     device: str,
     prior: Path | None,
     encoder: dict[str, Any],
+    classifier: Path | None = None,
 ) -> Curve:
+    from serl.rewards.config import ClassifierRewardConfig
     from serl.train import TrainConfig, train
 
     agent_cfg = dataclasses.replace(
@@ -322,6 +337,7 @@ def _run_ours(
         random_steps=suite.random_steps,
         min_buffer=suite.random_steps,
         prior_data=prior,
+        reward=ClassifierRewardConfig(checkpoint=classifier),
         run_dir=run_dir,
         seed=seed,
         device=device,
@@ -488,6 +504,7 @@ def run(
     out: Path | None = None,
     tasks: list[str] | None = None,
     variants: list[str] | None = None,
+    reward_classifier: Path | None = None,
 ) -> dict[str, Any]:
     spec = SUITES[suite]
     if quick:
@@ -495,7 +512,21 @@ def run(
     spec = select_variants(select_tasks(spec, tasks), variants)
     out = out or Path("runs") / time.strftime(f"bench-learn-{suite}-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    methods = list(spec.variants) or [OURS]
+    if reward_classifier is not None:
+        from serl.checkpoint import CheckpointError
+        from serl.rewards.model import load_classifier
+
+        try:  # a wrong file stops here, not in a run's log
+            load_classifier(reward_classifier)
+        except (OSError, CheckpointError) as exc:
+            raise ValueError(f"--reward-classifier: {exc}") from exc
+        spec = dataclasses.replace(
+            spec,
+            variants={f"{m}{CLASSIFIER_SUFFIX}": e for m, e in spec.variants.items()},
+            pretrained_variants=tuple(f"{m}{CLASSIFIER_SUFFIX}" for m in spec.pretrained_variants),
+            peer=False,  # the peer has no classifier reward
+        )
+    methods = list(spec.variants) or [OURS + CLASSIFIER_SUFFIX * (reward_classifier is not None)]
     if spec.peer:
         methods.append(PEER)
     jobs = [(t, m, s) for t in spec.tasks for m in methods for s in range(seeds)]
@@ -507,13 +538,15 @@ def run(
         if curve is not None:
             tqdm.write(f"{run_dir}: finished earlier, read back")
         elif method != PEER:
-            demos = out / _slug(task) / "demos"
-            prior = record_demos(task, spec.demos, demos) if spec.demos else None
+            demos = (
+                out / _slug(task) / ("demos" if reward_classifier is None else "demos-classifier")
+            )
+            prior = record_demos(task, spec.demos, demos, reward_classifier) if spec.demos else None
             encoder = dict(spec.variants.get(method, {}))
             if method in spec.pretrained_variants:
                 weights = pretrain_encoder(demos, out / _slug(task) / "encoder.safetensors")
                 encoder["backbone_weights"] = str(weights)
-            curve = _run_ours(spec, task, seed, run_dir, device, prior, encoder)
+            curve = _run_ours(spec, task, seed, run_dir, device, prior, encoder, reward_classifier)
         else:
             curve = _run_peer(spec, task, seed, run_dir)
         curves[(task, method)].append(curve)
@@ -521,13 +554,13 @@ def run(
             learner[(task, method)].append(learner_figures(run_dir))
     figures, table = summarize(spec, curves)
     if spec.variants:
-        lines = [f"{'task':<32}{'method':<12}{'updates/s':>12}{'bytes/transition':>18}"]
+        lines = [f"{'task':<32}{'method':<22}{'updates/s':>12}{'bytes/transition':>18}"]
         for (task, method), runs in learner.items():
             rate, _ = mean_std([r["updates_per_s"] for r in runs])
             size, _ = mean_std([r["bytes_per_transition"] for r in runs])
             figures[f"{_slug(task)}_{method}_updates_per_s"] = rate
             figures[f"{_slug(task)}_{method}_bytes_per_transition"] = size
-            lines.append(f"{task:<32}{method:<12}{rate:>12.2f}{size:>18,.0f}")
+            lines.append(f"{task:<32}{method:<22}{rate:>12.2f}{size:>18,.0f}")
         table += ["", *lines]
     png = plot_suite(spec, curves, out / "curves.png")
     summary = {"suite": suite, "seeds": seeds, "steps": spec.steps, **figures}

@@ -21,7 +21,6 @@ the teleop layer binds it to a key or a button.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +28,11 @@ import gymnasium as gym
 
 from serl.envs import env_factory_parameters, make_env
 from serl.rewards.calibrate import ConsecutiveRule
+from serl.rewards.config import ClassifierRewardConfig
 from serl.rewards.model import LoadedClassifier, load_classifier
 from serl.rewards.record import RENDER_VIEW, read_frames
 
 Override = Callable[[], "bool | None"]
-
-
-@dataclass(frozen=True)
-class ClassifierRewardConfig:
-    """Replace an env's reward with a reward classifier (off when `checkpoint` is None)."""
-
-    checkpoint: Path | None = None
-    """Classifier file written by `serl train-reward` (classifier.safetensors)."""
-    success_reward: float = 1.0
-    """Reward of a step the classifier calls a success."""
-    failure_reward: float = 0.0
-    """Reward of every other step (-1 with success 0 gives SAC a minimum-time task)."""
-    keep_env_termination: bool = False
-    """Also end episodes when the env itself terminates (e.g. a real robot's safety stop)."""
 
 
 class ClassifierReward(gym.Wrapper):

@@ -28,7 +28,7 @@ import importlib
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,6 +36,7 @@ import numpy as np
 import tyro
 
 from serl.cli import command
+from serl.rewards.config import ClassifierRewardConfig
 
 _HUMAN_HZ = 10.0
 """Default control rate with a person at the device (the sim tasks' and SERL's 10 Hz)."""
@@ -71,6 +72,10 @@ class RecordDemosConfig:
     """PNG the live view is written to where no display exists (default: OUT/live.png)."""
     live_view_hz: float = 4.0
     """Live-view frames per second (the status line too)."""
+    reward: ClassifierRewardConfig = field(default_factory=ClassifierRewardConfig)
+    """Reward classifier (serl train-reward) whose decision becomes the demos' reward and
+    termination, as the actor sees them with the same --reward.checkpoint (a robot without a
+    hand-written reward); off unless --reward.checkpoint is given."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +163,8 @@ def _describe_keys(device: Any, keys: Any, action_dim: int) -> str:
 def _record_demos(args: list[str]) -> int:
     from tqdm import tqdm
 
-    from serl.envs import make_env
+    from serl.checkpoint import CheckpointError
+    from serl.rewards.wrapper import make_classified_env
     from serl.teleop.keyboard import KeyboardDevice
     from serl.teleop.live_view import LiveView
     from serl.teleop.recorder import record_dataset
@@ -174,7 +180,11 @@ def _record_demos(args: list[str]) -> int:
     kwargs: dict[str, Any] = {"obs_mode": cfg.obs_mode} if cfg.obs_mode else {}
     if person:
         kwargs["render_mode"] = "rgb_array"  # the live view's frame when there is no camera
-    env = make_env(cfg.env, **kwargs)
+    try:
+        env = make_classified_env(cfg.env, cfg.reward, **kwargs)
+    except (OSError, CheckpointError) as exc:
+        print(f"error: --reward.checkpoint: {exc}")
+        return 2
     hz = cfg.control_hz if cfg.control_hz is not None else (_HUMAN_HZ if person else 0)
     try:
         device = _make_device(cfg, env)

@@ -85,6 +85,17 @@ def test_variants_select_encoders_of_the_pixel_suite_and_an_unknown_one_names_th
         select_variants(SUITES["panda"], ["drq"])
 
 
+def test_a_reward_classifier_that_is_not_one_stops_the_bench_before_any_run(tmp_path: Path) -> None:
+    from serl.bench.learn import run
+
+    junk = tmp_path / "classifier.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    out = tmp_path / "bench"
+    with pytest.raises(ValueError, match=f"--reward-classifier: {junk}"):
+        run(True, "cpu", "panda-pixels", seeds=1, out=out, reward_classifier=junk)
+    assert not any(out.iterdir())  # no demos, no run
+
+
 def test_the_learner_rate_is_the_runs_mean_not_its_last_window(tmp_path: Path) -> None:
     from serl.bench.learn import learner_figures
 

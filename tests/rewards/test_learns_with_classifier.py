@@ -28,11 +28,11 @@ from serl.agents.sac import SACConfig
 from serl.checkpoint_eval import evaluate_policy, load_policy
 from serl.envs import make_env
 from serl.local import LocalTrainConfig, train_local
+from serl.rewards.config import ClassifierRewardConfig
 from serl.rewards.dataset import concatenate
 from serl.rewards.model import ClassifierConfig, save_classifier
 from serl.rewards.record import record
 from serl.rewards.train import RewardTrainConfig, train_classifier
-from serl.rewards.wrapper import ClassifierRewardConfig
 from sim.experts import make_expert
 from sim.rendering import CameraRenderer
 from sim.tasks import PandaReachEnv

@@ -16,9 +16,11 @@ from robots.server import RobotServer
 from serl.actor import Actor, ActorConfig
 from serl.agreement import env_spaces
 from serl.envs import make_env
-from serl.rewards.wrapper import ClassifierReward, ClassifierRewardConfig, make_classified_env
+from serl.rewards.config import ClassifierRewardConfig
+from serl.rewards.wrapper import ClassifierReward, make_classified_env
 from serl.teleop import Intervention, ScriptedDevice, TeleopCommand
 from serl.transport.protocol import SOURCES
+from tests.rewards.untrained import untrained_classifier
 from tests.robots.conftest import server_config
 from tests.test_actor import TINY, FakeClient
 
@@ -168,23 +170,9 @@ def test_an_unknown_task_lists_where_it_looked() -> None:
         find_task("nowhere-task")
 
 
-def always_success_classifier(path: Path) -> Path:
-    """A tiny classifier on the front camera with threshold 0: every frame is a success."""
-    from serl.nets.encoders import EncoderConfig
-    from serl.rewards.model import ClassifierConfig, DecisionRule, RewardClassifier, save_classifier
-
-    cfg = ClassifierConfig(
-        views=("front",),
-        image_size=16,
-        encoder=EncoderConfig(num_filters=4, feature_dim=4),
-        hidden_dim=8,
-    )
-    return save_classifier(path, RewardClassifier(cfg), DecisionRule(0.0))
-
-
 def test_actor_takes_its_reward_from_a_classifier_checkpoint(tmp_path, stepped_server) -> None:
     task = task_file(tmp_path, server=stepped_server.endpoint, control_hz=0.0)
-    classifier = always_success_classifier(tmp_path / "classifier.safetensors")
+    classifier = untrained_classifier(tmp_path / "classifier.safetensors")
     client = FakeClient()
     cfg = ActorConfig(
         env=f"robot:{task}",
@@ -201,7 +189,7 @@ def test_actor_takes_its_reward_from_a_classifier_checkpoint(tmp_path, stepped_s
 
 
 def test_a_task_file_can_name_its_reward_classifier(tmp_path, stepped_server) -> None:
-    classifier = always_success_classifier(tmp_path / "classifier.safetensors")
+    classifier = untrained_classifier(tmp_path / "classifier.safetensors")
     task = task_file(
         tmp_path,
         server=stepped_server.endpoint,
@@ -219,7 +207,7 @@ def test_a_task_file_can_name_its_reward_classifier(tmp_path, stepped_server) ->
 def test_reward_checkpoint_replaces_the_classifier_a_task_file_names(tmp_path) -> None:
     # The task's classifier file does not exist: only --reward.checkpoint's may be loaded.
     task = task_file(tmp_path, reward="classifier", classifier=str(tmp_path / "absent.safetensors"))
-    classifier = always_success_classifier(tmp_path / "classifier.safetensors")
+    classifier = untrained_classifier(tmp_path / "classifier.safetensors")
     env = make_classified_env(f"robot:{task}", ClassifierRewardConfig(checkpoint=classifier))
     wrappers = []
     while isinstance(env, gym.Wrapper):

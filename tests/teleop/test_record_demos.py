@@ -18,6 +18,7 @@ from serl.data.datasets import Episode, episode_ids, load_dataset
 from serl.envs import make_env
 from serl.teleop import ScriptedDevice, TeleopCommand
 from serl.teleop.recorder import record_dataset
+from tests.rewards.untrained import untrained_classifier
 from tests.teleop.policies import pendulum_expert
 
 pytestmark = pytest.mark.timeout(90)
@@ -154,3 +155,36 @@ def test_a_live_view_rate_of_zero_is_a_clear_error(tmp_path: Path, capsys) -> No
     args = ["record-demos", "--env", "Pendulum-v1", "--out", str(tmp_path), "--live-view-hz", "0"]
     assert main(args) == 2
     assert "--live-view-hz 0.0 must be > 0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.5])
+def test_with_a_reward_classifier_the_demos_reward_and_end_are_its_decision(
+    tmp_path: Path, threshold: float
+) -> None:
+    """As the actor with the same --reward.checkpoint: the env's reward and termination are
+    replaced (threshold 0: every step a success, 1.5: none), the env's success still marks."""
+    pytest.importorskip("mujoco")
+    classifier = untrained_classifier(tmp_path / "classifier.safetensors", threshold)
+    out = tmp_path / "demos"
+    args = ["record-demos", "--env", "sim:PandaReachPixels64-v0", "--n", "2", "--out", str(out),
+            "--device", "expert", "--max-steps", "12",
+            "--reward.checkpoint", str(classifier)]  # fmt: skip
+    assert main(args) == 0
+    episodes = load_dataset(out).episodes
+    if threshold == 0.0:  # the first step is a success: reward 1, the episode ends
+        assert [len(e) for e in episodes] == [1, 1]
+        assert all(e.rewards.tolist() == [1.0] and e.terminations[-1] for e in episodes)
+    else:  # never a success: reward 0 throughout, the time limit ends it
+        assert [len(e) for e in episodes] == [12, 12]
+        assert all(not e.rewards.any() and not e.terminations.any() for e in episodes)
+
+
+def test_a_reward_classifier_that_is_not_one_is_named(tmp_path: Path, capsys) -> None:
+    junk = tmp_path / "classifier.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    args = ["record-demos", "--env", "Pendulum-v1", "--out", str(tmp_path / "demos"),
+            "--device", "expert", "--policy", "tests.teleop.policies:pendulum_expert",
+            "--reward.checkpoint", str(junk)]  # fmt: skip
+    assert main(args) == 2
+    assert f"--reward.checkpoint: {junk}" in capsys.readouterr().out
+    assert not (tmp_path / "demos").exists()

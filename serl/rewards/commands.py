@@ -19,6 +19,8 @@ import gymnasium as gym
 import numpy as np
 import tyro
 
+from serl.checkpoint import CheckpointError
+from serl.checkpoint_eval import load_policy
 from serl.cli import command
 from serl.envs import make_env
 from serl.rewards.dataset import FrameSet, balance_warning, concatenate, load_frames
@@ -41,12 +43,18 @@ class RecordConfig:
     """Episodes to record."""
     label: Literal["key", "info"] = "key"
     """Label source: the space key in this terminal, or the env's info["success"] (sim)."""
-    actions: Literal["auto", "expert", "random", "zero"] = "auto"
+    actions: Literal["auto", "expert", "policy", "random", "zero"] = "auto"
     """Actions sent while recording: the env's scripted expert plus --noise-std Gaussian noise
-    (as `serl record-demos --device expert` finds it), uniform random, or zero (the arm holds
-    while a person arranges the scene). auto: expert with --label info, else random."""
+    (as `serl record-demos --device expert` finds it), a trained policy (--policy-checkpoint)
+    plus that noise, uniform random, or zero (the arm holds while a person arranges the
+    scene). auto: expert with --label info, else random. A policy trained on a classifier's
+    reward goes where that classifier is wrong: its frames, labelled, teach the next one."""
+    policy_checkpoint: Path | None = None
+    """Checkpoint (serl train, train-local, learner) whose deterministic policy acts with
+    --actions policy."""
     noise_std: float = 0.3
-    """Std of the Gaussian noise added to the expert's actions (in [-1, 1] units)."""
+    """Std of the Gaussian noise added to the expert's or the policy's actions (in [-1, 1]
+    units)."""
     views: tuple[str, ...] = ("front",)
     """Camera keys of the observation to record ("render" takes env.render())."""
     image_size: int = 64
@@ -74,6 +82,17 @@ def _action_source(cfg: RecordConfig, env: gym.Env) -> Callable[[Any], np.ndarra
     if actions == "zero":
         zero = np.zeros(space.shape, space.dtype)
         return lambda obs: zero
+    if actions == "policy":
+        if cfg.policy_checkpoint is None:
+            raise ValueError("--actions policy needs --policy-checkpoint FILE")
+        try:
+            loaded = load_policy(cfg.policy_checkpoint, cfg.env)
+        except (OSError, CheckpointError) as exc:
+            raise ValueError(f"--policy-checkpoint: {exc}") from exc
+        policy = loaded.policy
+        return NoisyExpert(
+            lambda obs: policy.act(obs, deterministic=True), space, cfg.noise_std, cfg.seed
+        )
     try:
         expert = resolve_policy_factory(cfg.env or "", None)(env)
     except (ValueError, KeyError) as exc:
@@ -82,8 +101,9 @@ def _action_source(cfg: RecordConfig, env: gym.Env) -> Callable[[Any], np.ndarra
 
 
 class NoisyExpert:
-    """A scripted expert's action plus Gaussian noise, clipped to the action space: it reaches
-    the goal in most episodes (positive frames) by paths that vary (negative frames)."""
+    """A scripted expert's (or a trained policy's) action plus Gaussian noise, clipped to the
+    action space: it reaches the goal in most episodes (positive frames) by paths that vary
+    (negative frames)."""
 
     def __init__(self, expert: Callable[[Any], Any], space: Any, noise_std: float, seed: int):
         self.expert, self.space, self.noise_std = expert, space, noise_std

@@ -114,3 +114,35 @@ def test_demo_dataset_frames_are_labelled_by_step_success_and_the_episode_mark(t
     assert data.labels.tolist() == [False, True, True, False, True]
     assert data.episodes.tolist() == [0, 0, 0, 1, 1]
     assert load_frames(tmp_path / "demos", ("cam",), 4).frames["cam"].shape == (5, 4, 4, 3)
+
+
+def test_record_rewards_drives_the_env_with_a_trained_policy(tmp_path, capsys):
+    """--actions policy: the checkpoint's deterministic policy acts (with --noise-std 0 two
+    recordings are the same frames; random actions are not), so a policy that fools a
+    classifier can be sent where it does, its frames labelled by the env's success."""
+    import gymnasium as gym
+
+    from serl.agents.sac import SACAgent, SACConfig
+    from serl.checkpoint import save_checkpoint
+    from serl.config import config_hash, config_to_dict
+    from serl.envs import make_env
+
+    cfg = SACConfig(hidden_dims=(8,), batch_size=4)
+    env: gym.Env = make_env("sim:PandaReach-v0")
+    agent = SACAgent(cfg, env.observation_space, env.action_space)
+    env.close()
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    config = {"env": "sim:PandaReach-v0", "agent": "sac", "agent_cfg": config_to_dict(cfg)}
+    save_checkpoint(checkpoint, agent.state_dict(), config=config, config_hash=config_hash(cfg))
+    base = ["record-rewards", "--env", "sim:PandaReach-v0", "--label", "info", "--views",
+            "render", "--image-size", "16", "--episodes", "2"]  # fmt: skip
+    policy = ["--actions", "policy", "--policy-checkpoint", str(checkpoint), "--noise-std", "0"]
+    assert main([*base, *policy, "--out", str(tmp_path / "a.npz")]) == 0
+    assert main([*base, *policy, "--out", str(tmp_path / "b.npz")]) == 0
+    assert main([*base, "--actions", "random", "--out", str(tmp_path / "r.npz")]) == 0
+    a, b, r = (load_frames(tmp_path / f"{n}.npz", ("render",), 16) for n in "abr")
+    assert len(a) > 2 and np.array_equal(a.frames["render"], b.frames["render"])
+    assert len(a) != len(r) or not np.array_equal(a.frames["render"], r.frames["render"])
+
+    assert main([*base, "--actions", "policy", "--out", str(tmp_path / "c.npz")]) == 2
+    assert "--actions policy needs --policy-checkpoint FILE" in capsys.readouterr().out

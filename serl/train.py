@@ -35,7 +35,7 @@ from tqdm import tqdm
 from serl.actor import ActorConfig
 from serl.agents.registry import agent_spec
 from serl.agents.sac import SACConfig
-from serl.checkpoint import CheckpointError, read_checkpoint
+from serl.checkpoint import read_checkpoint
 from serl.checkpoint_eval import evaluate_policy, load_policy
 from serl.data.datasets import check_dataset
 from serl.envs import check_env_id
@@ -44,7 +44,7 @@ from serl.metrics import MetricsLogger
 from serl.plots import plot_learning_curve
 from serl.processes import StopSignal, free_port, spawn_serl
 from serl.rewards.config import ClassifierRewardConfig
-from serl.rewards.model import load_classifier
+from serl.rewards.model import check_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -302,9 +302,9 @@ def train(cfg: TrainConfig, *, stop: StopSignal | None = None) -> TrainResult:
         check_dataset(cfg.prior_data)  # before the learner spends seconds starting up
     if cfg.reward.checkpoint is not None:
         try:  # a missing or corrupt classifier stops here, not in every actor's log
-            load_classifier(cfg.reward.checkpoint)
-        except (OSError, CheckpointError) as exc:
-            raise TrainError(f"--reward.checkpoint: {exc}") from exc
+            check_classifier(cfg.reward.checkpoint, "--reward.checkpoint")
+        except ValueError as exc:
+            raise TrainError(str(exc)) from exc
     run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else _default_run_dir()
     checkpoint = run_dir / CHECKPOINT_NAME
     if checkpoint.exists() and not cfg.resume:

@@ -513,13 +513,9 @@ def run(
     out = out or Path("runs") / time.strftime(f"bench-learn-{suite}-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     if reward_classifier is not None:
-        from serl.checkpoint import CheckpointError
-        from serl.rewards.model import load_classifier
+        from serl.rewards.model import check_classifier
 
-        try:  # a wrong file stops here, not in a run's log
-            load_classifier(reward_classifier)
-        except (OSError, CheckpointError) as exc:
-            raise ValueError(f"--reward-classifier: {exc}") from exc
+        check_classifier(reward_classifier, "--reward-classifier")  # not in a run's log
         spec = dataclasses.replace(
             spec,
             variants={f"{m}{CLASSIFIER_SUFFIX}": e for m, e in spec.variants.items()},

@@ -90,33 +90,33 @@ def _action_source(cfg: RecordConfig, env: gym.Env) -> Callable[[Any], np.ndarra
         except (OSError, CheckpointError) as exc:
             raise ValueError(f"--policy-checkpoint: {exc}") from exc
         policy = loaded.policy
-        return NoisyExpert(
+        return NoisyActions(
             lambda obs: policy.act(obs, deterministic=True), space, cfg.noise_std, cfg.seed
         )
     try:
         expert = resolve_policy_factory(cfg.env or "", None)(env)
     except (ValueError, KeyError) as exc:
         raise ValueError(f"--actions expert: {exc}; use --actions random or zero") from exc
-    return NoisyExpert(expert, space, cfg.noise_std, cfg.seed)
+    return NoisyActions(expert, space, cfg.noise_std, cfg.seed)
 
 
-class NoisyExpert:
-    """A scripted expert's (or a trained policy's) action plus Gaussian noise, clipped to the
+class NoisyActions:
+    """A scripted expert's or a trained policy's action plus Gaussian noise, clipped to the
     action space: it reaches the goal in most episodes (positive frames) by paths that vary
     (negative frames)."""
 
-    def __init__(self, expert: Callable[[Any], Any], space: Any, noise_std: float, seed: int):
-        self.expert, self.space, self.noise_std = expert, space, noise_std
+    def __init__(self, source: Callable[[Any], Any], space: Any, noise_std: float, seed: int):
+        self.source, self.space, self.noise_std = source, space, noise_std
         self.rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
-        """Restart the expert's episode phase (`record` calls it after every env.reset)."""
-        if (reset := getattr(self.expert, "reset", None)) is not None:
+        """Restart a scripted expert's episode phase (`record` calls it after every env.reset)."""
+        if (reset := getattr(self.source, "reset", None)) is not None:
             reset()
 
     def __call__(self, obs: Any) -> np.ndarray:
         noise = self.rng.normal(0.0, self.noise_std, self.space.shape)
-        action = np.clip(np.asarray(self.expert(obs)) + noise, self.space.low, self.space.high)
+        action = np.clip(np.asarray(self.source(obs)) + noise, self.space.low, self.space.high)
         return action.astype(self.space.dtype)
 
 

@@ -158,3 +158,12 @@ def load_classifier(path: str | Path, device: str = "cpu") -> LoadedClassifier:
     model.load_state_dict(state)
     rule = DecisionRule(float(meta["threshold"]), int(meta.get("consecutive", 1)))
     return LoadedClassifier(model.to(device).eval(), rule, header)
+
+
+def check_classifier(path: str | Path, flag: str) -> None:
+    """Load the classifier at `path` once, so that a missing, corrupt or foreign file stops a
+    command before it starts any process or run; the ValueError names `flag` and the problem."""
+    try:
+        load_classifier(path)
+    except (OSError, CheckpointError) as exc:
+        raise ValueError(f"{flag}: {exc}") from exc

@@ -64,6 +64,10 @@ class RecordConfig:
     replay buffers whose frames are added."""
     seed: int = 0
     """Seed of the first episode's reset."""
+    hold_success: int = 0
+    """Steps to keep acting and labelling after an episode ends on its success (the env's,
+    or the person's key with --label key), so every success gives more than one positive frame:
+    a sim task that ends at the instant it is solved otherwise gives one per episode."""
 
 
 def _action_source(cfg: RecordConfig, env: gym.Env) -> Callable[[Any], np.ndarray]:
@@ -140,7 +144,8 @@ def _record_rewards(args: list[str]) -> int:
             print("hold SPACE while the task is solved; Ctrl-C stops")
         with labeller as label:
             sets.append(record(env, act, label, episodes=cfg.episodes, views=cfg.views,
-                               size=cfg.image_size, seed=cfg.seed, progress=True))  # fmt: skip
+                               size=cfg.image_size, seed=cfg.seed, hold_success=cfg.hold_success,
+                               progress=True))  # fmt: skip
         env.close()
     if not sets:
         print("nothing to record: give --env and/or --add")

@@ -100,26 +100,35 @@ def record(
     views: tuple[str, ...],
     size: int,
     seed: int = 0,
+    hold_success: int = 0,
     progress: bool = False,
 ) -> FrameSet:
     """Run `episodes` seeded episodes with `act`, labelling every frame with `label`; an `act`
-    with a ``reset()`` method (a scripted expert's episode phase) is reset after each reset."""
+    with a ``reset()`` method (a scripted expert's episode phase) is reset after each reset.
+
+    An episode that terminates on a positive frame ends at its first success, so it holds one
+    positive frame; `hold_success` steps past it keep acting and labelling (as a person holds
+    the success key while the arm stays there), which gives a classifier the success state
+    from more than one instant (cut short by truncation or a negative frame)."""
     frames: dict[str, list[np.ndarray]] = {v: [] for v in views}
     labels, episode_ids = [], []
     for episode in tqdm(range(episodes), disable=not progress, unit="episode"):
         obs, info = env.reset(seed=seed + episode)
         if (reset := getattr(act, "reset", None)) is not None:
             reset()
-        done = False
+        terminated = truncated = False
+        held = 0  # steps recorded past the success that ended the episode
         while True:
             for view, frame in read_frames(env, obs, views, size).items():
                 frames[view].append(frame)
-            labels.append(label(info))
+            labels.append(positive := label(info))
             episode_ids.append(episode)
-            if done:
-                break
-            obs, _, terminated, truncated, info = env.step(act(obs))
-            done = terminated or truncated
+            if terminated or truncated:
+                if truncated or not positive or held >= hold_success:
+                    break
+                held += 1  # ended on success: keep acting there, labelling each frame
+            obs, _, ended, truncated, info = env.step(act(obs))
+            terminated = terminated or ended
     return FrameSet(
         {v: np.concatenate(f) for v, f in frames.items()},
         np.array(labels, bool),

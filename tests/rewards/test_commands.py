@@ -1,5 +1,6 @@
 import json
 
+import gymnasium as gym
 import numpy as np
 
 from serl.cli import main
@@ -120,8 +121,6 @@ def test_record_rewards_drives_the_env_with_a_trained_policy(tmp_path, capsys):
     """--actions policy: the checkpoint's deterministic policy acts (with --noise-std 0 two
     recordings are the same frames; random actions are not), so a policy that fools a
     classifier can be sent where it does, its frames labelled by the env's success."""
-    import gymnasium as gym
-
     from serl.agents.sac import SACAgent, SACConfig
     from serl.checkpoint import save_checkpoint
     from serl.config import config_hash, config_to_dict
@@ -146,3 +145,57 @@ def test_record_rewards_drives_the_env_with_a_trained_policy(tmp_path, capsys):
 
     assert main([*base, "--actions", "policy", "--out", str(tmp_path / "c.npz")]) == 2
     assert "--actions policy needs --policy-checkpoint FILE" in capsys.readouterr().out
+
+
+class SucceedsThenDrops(gym.Env):
+    """Success (terminated) at step 3, positive until step `drop`, truncated at step 20; the
+    frame's value is its step."""
+
+    observation_space = gym.spaces.Dict({"cam": gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)})
+    action_space = gym.spaces.Box(-1, 1, (1,))
+
+    def __init__(self, drop: int):
+        self.drop, self.t = drop, 0
+
+    def _obs(self) -> dict:
+        return {"cam": np.full((4, 4, 3), self.t, np.uint8)}
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return self._obs(), {"success": False}
+
+    def step(self, action):
+        self.t += 1
+        success = 3 <= self.t < self.drop
+        return self._obs(), float(success), success, self.t >= 20, {"success": success}
+
+
+def test_hold_success_labels_the_steps_after_the_success_that_ended_the_episode():
+    """A task that ends at its first success gives one positive frame per episode; with
+    hold_success the recorder keeps acting there, labelling each frame, until the hold is
+    done, a frame is negative, or the episode is truncated."""
+    from serl.rewards.record import info_success, record
+
+    def labels(drop: int, hold: int) -> list[bool]:
+        data = record(SucceedsThenDrops(drop), lambda obs: np.zeros(1), info_success,
+                      episodes=1, views=("cam",), size=4, hold_success=hold)  # fmt: skip
+        assert data.frames["cam"][:, 0, 0, 0].tolist() == list(range(len(data)))
+        return data.labels.tolist()
+
+    assert labels(drop=99, hold=0) == [False, False, False, True]
+    assert labels(drop=99, hold=4) == [False, False, False, True, True, True, True, True]
+    assert labels(drop=5, hold=4) == [False, False, False, True, True, False]  # it fell
+    assert labels(drop=99, hold=40) == [False] * 3 + [True] * 18  # truncated at step 20
+
+
+def test_record_rewards_hold_success_gives_each_pick_more_positive_frames(tmp_path):
+    def positives(hold: int) -> int:
+        out = tmp_path / f"hold{hold}.npz"
+        code = main(["record-rewards", "--env", "sim:PandaPickCubePixels64-v0", "--label",
+                     "info", "--noise-std", "0", "--episodes", "1", "--hold-success",
+                     str(hold), "--out", str(out)])  # fmt: skip
+        assert code == 0
+        return load_frames(out, ("front",), 64).counts()[0]
+
+    assert positives(0) == 1
+    assert positives(5) == 6  # the expert keeps lifting to 15 cm: the cube stays up

@@ -21,8 +21,9 @@ them once committed. Chunks a killed actor held only in memory are lost: its new
 `outbox_limit` (the files are always the oldest, a contiguous run after the last commit).
 
 A dead link (a cable pulled, a switch rebooting) is noticed by the silence timeout on the
-DEALER and by ZMTP heartbeats on both sockets (the SUB sends nothing else, so without them a
-connection to a learner that died during the outage would look alive forever); a connect
+DEALER (the learner answers the client's PINGs), and then both sockets are made anew: the SUB
+receives nothing when no weights are published, so on its own a connection to a learner that
+died during the outage would look alive forever. No ZMTP heartbeats (see `_socket`); a connect
 attempt on a link that drops SYNs gives up after `CONNECT_TIMEOUT_MS` and is retried, rather
 than waiting minutes for the kernel. While the learner is unreachable the client logs, every
 `OUTAGE_LOG_S`, how long and how much it holds and has spilled.
@@ -538,10 +539,7 @@ class ActorClient:
 
     def _run(self) -> None:
         try:
-            self._sub = self._socket(zmq.SUB)
-            self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-            self._sub.connect(self.weights_endpoint)
-            self._poller.register(self._sub, zmq.POLLIN)
+            self._connect_sub()
             self._poller.register(self._wake_r, zmq.POLLIN)
             self._connect()
             while True:
@@ -577,8 +575,11 @@ class ActorClient:
         sock.reconnect_ivl = 100
         sock.reconnect_ivl_max = int(self.backoff_max_s * 1000)
         sock.connect_timeout = CONNECT_TIMEOUT_MS
-        sock.heartbeat_ivl = int(self.heartbeat_s * 1000)
-        sock.heartbeat_timeout = int(self.silence_timeout_s * 1000)
+        # No ZMTP heartbeats (ZMQ_HEARTBEAT_IVL): libzmq 4.3.5 aborts the *learner* with
+        # "Assertion failed: !_io_error (stream_engine_base.cpp:310)" when a PING it had
+        # already read is processed after the connection broke while its RCVHWM was full (a
+        # busy learner, an actor reconnecting on silence; reproduced, libzmq issues 3937 and
+        # 4364). Liveness is the application's PING/PONG on the DEALER instead.
         if self._curve is not None:
             configure_client_socket(sock, self._curve)
         return sock
@@ -623,11 +624,22 @@ class ActorClient:
         self._state = _HELLO_SENT
         self._hello_at = self._last_heard = time.monotonic()
 
+    def _connect_sub(self) -> None:
+        sub = self._socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(self.weights_endpoint)
+        self._sub = sub
+        self._poller.register(sub, zmq.POLLIN)
+
     def _reconnect(self, why: str) -> None:
         if self._dealer is not None:
             self._poller.unregister(self._dealer)
             self._dealer.close(linger=0)
             self._dealer = None
+        if self._sub is not None:  # a learner silent on the DEALER is suspect on the SUB too
+            self._poller.unregister(self._sub)
+            self._sub.close(linger=0)
+            self._connect_sub()
         delay = min(self.backoff_max_s, self.backoff_initial_s * 2**self._attempt)
         delay *= 0.5 + 0.5 * self._rng.random()
         self._attempt += 1

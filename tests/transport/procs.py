@@ -2,11 +2,13 @@
 
 server: a minimal learner. Its "buffer" is the list of received (actor, incarnation, seq,
     value) records; it is saved with the cursors, atomically, as one checkpoint every
-    `checkpoint_s`, then committed, exactly as a real learner would. It restores both on
-    start and stops (after a last checkpoint) when `stop_file` appears.
-actor: sends `n_chunks` chunks whose obs value is the seq, then closes (waiting for the
-    commits) and writes its counters to `result_file`; with `wait_for_kill`, it writes its
-    counters once the chunks are queued and waits to be killed instead.
+    `checkpoint_s`, then committed, exactly as a real learner would (and then, with `stall_s`,
+    silent that long, as a learner inside a long update). It restores both on start and stops
+    (after a last checkpoint) when `stop_file` appears.
+actor: sends `n_chunks` chunks whose obs value is the seq (`client`: ActorClient settings
+    over the fast test ones), then closes (waiting for the commits) and writes its counters
+    to `result_file`; with `wait_for_kill`, it writes its counters once the chunks are queued
+    and waits to be killed instead.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def run_server(cfg: dict[str, Any]) -> None:
             cursors = server.cursors()
             _write_json(state_file, {"received": received, "cursors": cursors})
             server.commit(cursors)
+            time.sleep(cfg.get("stall_s", 0.0))  # a learner inside a long update: silent
             last_checkpoint = time.monotonic()
         if stopping:
             break
@@ -71,7 +74,7 @@ def run_actor(cfg: dict[str, Any]) -> None:
         cfg.get("incarnation", 0),
         outbox_limit=cfg.get("outbox_limit", 4096),
         spill_dir=cfg.get("spill_dir"),
-        **FAST_CLIENT,
+        **(FAST_CLIENT | cfg.get("client", {})),
     )
     period = 1.0 / cfg["chunks_per_s"]
     start = time.monotonic()

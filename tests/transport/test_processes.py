@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)  # every test here may open sockets
 
 
 def _start_server(
-    tmp_path: Path, run: int, endpoints: dict[str, str]
+    tmp_path: Path, run: int, endpoints: dict[str, str], stall_s: float = 0.0
 ) -> tuple[subprocess.Popen, dict[str, Any]]:
     ready = tmp_path / f"ready{run}.json"
     proc = spawn(
@@ -30,13 +30,14 @@ def _start_server(
             "stop_file": str(tmp_path / "stop"),
             "ready_file": str(ready),
             "checkpoint_s": 0.25,
+            "stall_s": stall_s,
         },
     )
     return proc, wait_for_file(ready)
 
 
 def _start_actor(
-    tmp_path: Path, info: dict[str, Any], n_chunks: int, rate: float
+    tmp_path: Path, info: dict[str, Any], n_chunks: int, rate: float, **client: float
 ) -> subprocess.Popen:
     return spawn(
         "actor",
@@ -47,6 +48,7 @@ def _start_actor(
             "n_chunks": n_chunks,
             "chunks_per_s": rate,
             "result_file": str(tmp_path / "actor.json"),
+            "client": client,
         },
     )
 
@@ -95,6 +97,36 @@ def test_chunks_from_an_actor_process_arrive_once_in_order_and_acked(tmp_path: P
     assert counters["sent"] == counters["acked"] == counters["committed"] == 150
     assert counters.get("resent", 0) == 0
     assert state["cursors"] == {"robot-0": {"0": 149}}
+
+
+@pytest.mark.timeout(60)
+def test_a_learner_silent_longer_than_the_actors_timeout_survives_its_reconnects(
+    tmp_path: Path,
+) -> None:
+    """A busy learner (here 1.5 s silent after every checkpoint) stops reading while its
+    RCVHWM is full; the actor, hearing nothing for its 0.5 s silence timeout, closes and
+    reconnects. With ZMTP heartbeats from the actor this aborted the learner inside libzmq
+    ("Assertion failed: !_io_error", src/stream_engine_base.cpp:310) within seconds (2 of 2
+    runs, and two benchmark learners under load); every chunk must arrive once, and the
+    learner must live."""
+    n_chunks = 2_000
+    server, info = _start_server(
+        tmp_path, 0, {"data": "tcp://127.0.0.1:0", "weights": "tcp://127.0.0.1:0"}, stall_s=1.5
+    )
+    actor = _start_actor(tmp_path, info, n_chunks=n_chunks, rate=400.0,
+                         silence_timeout_s=0.5, heartbeat_s=0.02)  # fmt: skip
+    try:
+        assert actor.wait(timeout=45) == 0
+        assert server.poll() is None, f"the learner died (exit {server.returncode})"
+        result = json.loads((tmp_path / "actor.json").read_text())
+        (tmp_path / "stop").touch()
+        assert server.wait(timeout=10) == 0
+        state = json.loads((tmp_path / "learner_state.json").read_text())
+    finally:
+        _kill_all(actor, server)
+    assert [seq for _, _, seq, _ in state["received"]] == list(range(n_chunks))
+    assert result["flushed"] is True
+    assert result["counters"]["reconnects"] >= 3  # the silences were long enough to matter
 
 
 @pytest.mark.timeout(50)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 from pathlib import Path
 
@@ -31,20 +30,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from serl.bench.curves import Curve, curve_from_metrics, first_crossing, rolling_mean  # noqa: E402
-from serl.bench.learn import RUN_RECORD  # noqa: E402
+from serl.bench.learn import RUN_RECORD, finished_curve  # noqa: E402
 
 WINDOW = 10
 """Evaluations per point, as the benchmark's crossing window for success tasks."""
 
 
-def run_start(run_dir: Path) -> tuple[float, str]:
-    """The run's wall-clock origin (epoch seconds) and where it came from."""
-    record = run_dir / RUN_RECORD
-    if record.exists():
-        return float(json.loads(record.read_text())["start_time_s"]), "bench start"
+def load_curve(run_dir: Path) -> tuple[Curve, str]:
+    """The run's curve, its seconds from the run's start, and where that start came from."""
+    if (run_dir / RUN_RECORD).exists():
+        return finished_curve(run_dir), "bench start"
     first = (run_dir / "logs" / "learner.log").read_text().split(",", 1)[0]
     started = dt.datetime.strptime(first, "%Y-%m-%d %H:%M:%S")  # the log's local time
-    return started.timestamp(), "unfinished run: from its learner log's first line"
+    curve = curve_from_metrics(run_dir / "metrics.jsonl", started.timestamp())
+    return curve, "unfinished run: from its learner log's first line"
 
 
 def describe(label: str, curve: Curve, origin: str) -> str:
@@ -69,8 +68,7 @@ def main() -> None:
     fig, (by_steps, by_time) = plt.subplots(1, 2, figsize=(11, 3.8))
     colors: dict[str, str] = {}
     for run, label in zip(args.runs, labels, strict=True):
-        start, origin = run_start(run)
-        curve = curve_from_metrics(run / "metrics.jsonl", start)
+        curve, origin = load_curve(run)
         print(describe(f"{label} ({run.name})", curve, origin))
         color = colors.setdefault(label, f"C{len(colors)}")
         values = rolling_mean(curve.metric("success"), WINDOW)

@@ -107,7 +107,7 @@ def test_a_learner_silent_longer_than_the_actors_timeout_survives_its_reconnects
     RCVHWM is full; the actor, hearing nothing for its 0.5 s silence timeout, closes and
     reconnects. With ZMTP heartbeats from the actor this aborted the learner inside libzmq
     ("Assertion failed: !_io_error", src/stream_engine_base.cpp:310) within seconds (2 of 2
-    runs, and two benchmark learners under load); every chunk must arrive once, and the
+    runs, and three benchmark learners under load); every chunk must arrive once, and the
     learner must live."""
     n_chunks = 2_000
     server, info = _start_server(

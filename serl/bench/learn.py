@@ -231,6 +231,13 @@ SUITES: dict[str, Suite] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", required=True, choices=sorted(SUITES), help="which suite")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per task and method")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds FIRST_SEED .. FIRST_SEED + SEEDS - 1 (to split a suite's seeds over "
+        "machines or runs; a later run with the same --out and --seeds reads them all back)",
+    )
     parser.add_argument("--out", type=Path, help="run directory (default runs/bench-learn-...)")
     parser.add_argument(
         "--tasks", nargs="+", metavar="TASK", help="only these tasks of the suite (default: all)"
@@ -501,6 +508,7 @@ def run(
     device: str,
     suite: str,
     seeds: int = 3,
+    first_seed: int = 0,
     out: Path | None = None,
     tasks: list[str] | None = None,
     variants: list[str] | None = None,
@@ -525,7 +533,14 @@ def run(
     methods = list(spec.variants) or [OURS + CLASSIFIER_SUFFIX * (reward_classifier is not None)]
     if spec.peer:
         methods.append(PEER)
-    jobs = [(t, m, s) for t in spec.tasks for m in methods for s in range(seeds)]
+    if seeds < 1 or first_seed < 0:
+        raise ValueError(f"--seeds {seeds} and --first-seed {first_seed}: need 1+ seeds from 0 up")
+    jobs = [
+        (t, m, s)
+        for t in spec.tasks
+        for m in methods
+        for s in range(first_seed, first_seed + seeds)
+    ]
     curves: dict[tuple[str, str], list[Curve]] = {(t, m): [] for t in spec.tasks for m in methods}
     learner: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in curves}
     for task, method, seed in tqdm(jobs, desc=f"bench learn {suite}", unit="run"):
@@ -559,7 +574,13 @@ def run(
             lines.append(f"{task:<32}{method:<22}{rate:>12.2f}{size:>18,.0f}")
         table += ["", *lines]
     png = plot_suite(spec, curves, out / "curves.png")
-    summary = {"suite": suite, "seeds": seeds, "steps": spec.steps, **figures}
+    summary = {
+        "suite": suite,
+        "seeds": seeds,
+        "first_seed": first_seed,
+        "steps": spec.steps,
+        **figures,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n" + "\n".join(table))
     if spec.published_source:

@@ -109,3 +109,15 @@ def test_the_learner_rate_is_the_runs_mean_not_its_last_window(tmp_path: Path) -
     figures = learner_figures(tmp_path)
     assert figures["updates_per_s"] == pytest.approx(81 / 20.5)
     assert figures["bytes_per_transition"] == 1000.0
+
+
+def test_first_seed_runs_the_seeds_from_there_and_a_bad_range_is_refused(tmp_path: Path) -> None:
+    from serl.bench.learn import run
+
+    unfinished = tmp_path / "pendulum_v1" / "serl-seed1"
+    unfinished.mkdir(parents=True)
+    (unfinished / "metrics.jsonl").write_text("")  # a run of seed 1 that did not finish
+    with pytest.raises(RuntimeError, match="serl-seed1 holds a run that did not finish"):
+        run(True, "cpu", "pendulum", seeds=1, first_seed=1, out=tmp_path)
+    with pytest.raises(ValueError, match="--first-seed -1"):
+        run(True, "cpu", "pendulum", seeds=1, first_seed=-1, out=tmp_path)

@@ -8,6 +8,9 @@ One thread, one loop (DESIGN §4)::
     log / checkpoint        -> metrics every `log_every_s`, a checkpoint every
                                `checkpoint_every_s`, on SIGTERM/SIGINT and at the end
 
+(While a checkpoint writes the replay buffer, which with camera frames takes seconds, a
+second thread writes and the loop's thread keeps answering actors; see `checkpoint`.)
+
 Rate limiter: an update runs only while the replay buffer holds `min_buffer` transitions and
 `updates < utd_ratio × (env_steps − min_buffer)`, so the learner never trains ahead of its data
 however fast it is. One "update" is one `agent.update` call; with the RLPD preset (G = 20)
@@ -45,6 +48,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -90,6 +94,9 @@ REPLAY_PREFIX = "replay-"
 PRIOR_PREFIX = "prior-"
 IDLE_POLL_MS = 20
 """Poll wait when no update is allowed: short enough to react, long enough not to spin."""
+HOLD_BYTES = 256 * 2**20
+"""Most chunk bytes held, unread into the buffer, while the buffer is being written; beyond it
+the learner stops reading the transport until the write ends."""
 DRAIN_S = 2.0
 """After the last checkpoint, keep answering actors this long so they receive its commit."""
 ACTION_TOLERANCE = 1e-4
@@ -690,11 +697,12 @@ class Learner:
         cursors = self.server.cursors()  # the buffer below holds exactly these chunks
         generation = self.counters.generation + 1
         replay_name = f"{REPLAY_PREFIX}{generation:06d}.npz"
-        self.buffer.save(self.run_dir / replay_name)
+        writes = [(self.buffer, self.run_dir / replay_name)]
         prior_name = None
         if self.cfg.interventions_to_prior:  # the demo buffer grows: it is part of the state
             prior_name = f"{PRIOR_PREFIX}{generation:06d}.npz"
-            self.prior_buffer.save(self.run_dir / prior_name)
+            writes.append((self.prior_buffer, self.run_dir / prior_name))
+        held = self._write_answering_actors(writes)
         self.counters.generation = generation
         if self._weighted is not None and self.cfg.interventions_to_prior:
             self._weighted.refresh()  # the interventions that joined the prior data
@@ -732,7 +740,43 @@ class Learner:
             len(self.buffer),
             self.checkpoint_path,
         )
+        self.ingest(held)  # after the checkpoint: it holds exactly the chunks of `cursors`
         return self.checkpoint_path
+
+    def _write_answering_actors(self, writes: list[tuple[ReplayBuffer, Path]]) -> PollResult:
+        """Write the buffers on a thread while this one keeps answering the actors.
+
+        A buffer of camera frames is gigabytes and takes seconds to write; a learner that
+        says nothing that long makes its actors reconnect (their silence timeout). So this
+        thread polls the transport meanwhile: PINGs get their PONGs, actors their welcomes
+        and acks, and the chunks and episode statistics that arrive are held, not ingested
+        (the buffer is being read), up to `HOLD_BYTES`. They are returned, to be ingested
+        after the checkpoint, whose cursors were taken before they arrived.
+        """
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                for buffer, path in writes:
+                    buffer.save(path)
+            except BaseException as exc:  # re-raised below, in the learner's thread
+                failed.append(exc)
+
+        writer = threading.Thread(target=write, name="buffer-writer", daemon=True)
+        writer.start()
+        held, held_bytes = PollResult(), 0
+        while writer.is_alive():
+            if held_bytes >= HOLD_BYTES:
+                writer.join(IDLE_POLL_MS / 1000)
+                continue
+            got = self.server.poll(IDLE_POLL_MS)
+            held.chunks += got.chunks
+            held.episode_stats += got.episode_stats
+            held_bytes += sum(a.nbytes for chunk in got.chunks for a in chunk.arrays.values())
+        writer.join()
+        if failed:
+            raise failed[0]
+        return held
 
     def _remove_stale_files(self, keep: set[str | None]) -> None:
         """Buffer files of older generations and temp files a killed write left behind."""

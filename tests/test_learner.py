@@ -15,6 +15,7 @@ import torch
 from serl.agents.sac import SACConfig
 from serl.agreement import env_spaces, transition_spec
 from serl.checkpoint import CheckpointError, read_checkpoint
+from serl.data.replay import ReplayBuffer
 from serl.learner import Learner, LearnerConfig, LearnerError
 from serl.processes import free_port
 from serl.transport.client import ActorClient
@@ -275,6 +276,58 @@ def test_checkpoint_writes_the_buffer_first_then_names_it_and_removes_older_file
     assert sorted(p.name for p in run.glob("*.npz")) == ["replay-000002.npz"]
     assert not list(run.glob(".*.tmp"))
     assert header["metadata"]["counters"]["env_steps"] == 40
+
+
+def test_a_learner_writing_its_buffer_answers_its_actors_and_ingests_what_came_meanwhile(
+    tmp_path, make_learner, monkeypatch
+) -> None:
+    learner = make_learner(config(tmp_path))
+    client = ActorClient(
+        learner.server.data_endpoint,
+        learner.server.weights_endpoint,
+        learner.spec,
+        learner.agreement.hash,
+        "a",
+        heartbeat_s=0.1,
+        silence_timeout_s=0.5,
+    )
+    save = ReplayBuffer.save
+
+    def slow_save(buffer: ReplayBuffer, path: Path) -> None:  # a big buffer on a busy disk
+        time.sleep(2.0)
+        save(buffer, path)
+
+    monkeypatch.setattr(ReplayBuffer, "save", slow_save)
+    try:
+        client.send_chunk(pendulum_chunk(30))
+        step_until(learner, lambda: len(learner.buffer) == 30)
+        client.send_chunk(pendulum_chunk(10, t0=30))  # read while the buffer is written
+        learner.checkpoint()
+        assert client.counters().get("reconnects", 0) == 0  # 2 s of writing, 0.5 s silence timeout
+        assert len(learner.buffer) == 40 and learner.counters.env_steps == 40
+        header, _ = read_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+        assert header["metadata"]["counters"]["env_steps"] == 30  # what the saved buffer holds
+        assert list(header["metadata"]["cursors"]["a"].values()) == [0]  # chunk 0 only
+    finally:
+        client.close(timeout_s=0)
+
+
+def test_a_buffer_write_that_fails_on_its_thread_fails_the_checkpoint(
+    tmp_path, make_learner, monkeypatch
+) -> None:
+    learner = make_learner(config(tmp_path))
+    inject(learner, pendulum_chunk(30))
+    learner.checkpoint()
+
+    def disk_full(buffer: ReplayBuffer, path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ReplayBuffer, "save", disk_full)
+    inject(learner, pendulum_chunk(10, t0=30), seq=1)
+    with pytest.raises(OSError, match="No space left"):
+        learner.checkpoint()
+    header, _ = read_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert header["metadata"]["counters"]["env_steps"] == 30  # the good checkpoint stays
 
 
 @pytest.mark.parametrize("resume", [False, True])

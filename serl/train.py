@@ -292,6 +292,19 @@ def _checkpoint_env_steps(path: Path) -> int:
     return int(header["metadata"].get("env_steps", 0))
 
 
+def final_evaluation(cfg: TrainConfig, run_dir: Path) -> dict[str, float]:
+    """Evaluate the run's checkpoint for `eval_episodes` episodes (seeds apart from training)
+    and log it to the run's metrics as `eval/final` at the checkpoint's env steps."""
+    checkpoint = run_dir / CHECKPOINT_NAME
+    policy = load_policy(checkpoint)
+    final = evaluate_policy(
+        policy, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, success_key=cfg.success_key
+    )
+    with MetricsLogger(run_dir) as log:
+        log.log(_checkpoint_env_steps(checkpoint), {**final, "eval/final": 1.0})
+    return final
+
+
 def train(cfg: TrainConfig, *, stop: StopSignal | None = None) -> TrainResult:
     """Run learner and actors to `cfg.steps` env steps, then evaluate the checkpoint."""
     if cfg.actors < 1 or cfg.steps < 1:
@@ -341,13 +354,7 @@ def train(cfg: TrainConfig, *, stop: StopSignal | None = None) -> TrainResult:
     )
     if interrupted:
         return result
-    policy = load_policy(checkpoint)
-    final = evaluate_policy(
-        policy, episodes=cfg.eval_episodes, seed=cfg.seed + 10_000, success_key=cfg.success_key
-    )
-    env_steps = _checkpoint_env_steps(checkpoint)
-    with MetricsLogger(run_dir) as log:
-        log.log(env_steps, {**final, "eval/final": 1.0})
+    final = final_evaluation(cfg, run_dir)
     title = f"{cfg.agent} on {cfg.env}, {cfg.actors} actors"
     curve = plot_learning_curve(result.metrics, run_dir / "curve.png", title=title)
     return replace(result, final_eval=final, curve_png=curve)

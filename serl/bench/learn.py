@@ -23,7 +23,9 @@ Suites (`SUITES`; `--quick` runs the small size that CI runs, never a result to 
   the suite's conv trunk pretrained on the task's demo frames by `serl pretrain-encoder` and
   frozen (`pretrained`), and the same trunk frozen at random (`random`, the control). The table
   adds learner updates/s and bytes per stored transition. Targets (2-core CPU): PickCube >= 80 %
-  within 60 minutes, Reach >= 90 % within 15 minutes.
+  within 60 minutes, Reach >= 90 % within 15 minutes. PickCube also at 128x128
+  (`sim:PandaPickCubePixels-v0`). `--minutes 60` stops each run at the target's wall-clock:
+  what DrQ, too slow on a CPU to run its steps, reaches in that time.
 * `mujoco-100k`: four gymnasium MuJoCo v5 tasks at 100k env steps in RLPD mode (10 critics,
   G = 20, no prior data) against REDQ at 100k (Chen et al. 2021, Table 1). Meant for a GPU.
 """
@@ -34,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +253,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "pretrained random; default: all)",
     )
     parser.add_argument(
+        "--minutes",
+        type=float,
+        metavar="M",
+        help="stop each of our runs after M minutes of wall-clock (then checkpoint and the final "
+        "evaluation, as at its last step): what a method reaches within a target's time, for one "
+        "too slow to run its steps (budgets past where a run got to show nan; the peer runs its "
+        "steps)",
+    )
+    parser.add_argument(
         "--reward-classifier",
         type=Path,
         metavar="CLASSIFIER",
@@ -300,8 +312,9 @@ def finished_curve(run_dir: Path) -> Curve | None:
     return None
 
 
-def _record_finished(run_dir: Path, start_time_s: float) -> None:
-    write_json_atomic(run_dir / RUN_RECORD, {"start_time_s": start_time_s})
+def _record_finished(run_dir: Path, start_time_s: float, minutes: float | None = None) -> None:
+    record = {"start_time_s": start_time_s} | ({"minutes": minutes} if minutes else {})
+    write_json_atomic(run_dir / RUN_RECORD, record)
 
 
 def pretrain_encoder(demos: Path, out: Path) -> Path:
@@ -324,9 +337,12 @@ def _run_ours(
     prior: Path | None,
     encoder: dict[str, Any],
     classifier: Path | None = None,
+    minutes: float | None = None,
 ) -> Curve:
+    """One run of our method; with `minutes`, stopped then and evaluated as at its end."""
+    from serl.processes import StopSignal
     from serl.rewards.config import ClassifierRewardConfig
-    from serl.train import TrainConfig, train
+    from serl.train import TrainConfig, final_evaluation, train
 
     agent_cfg = dataclasses.replace(
         agent_spec(suite.agent).default_config(), **suite.agent_overrides
@@ -351,8 +367,20 @@ def _run_ours(
         progress=False,
     )
     start = time.time()
-    train(cfg)
-    _record_finished(run_dir, start)
+    stop = StopSignal()
+    clock = threading.Timer(minutes * 60, stop.request) if minutes else None
+    if clock is not None:
+        clock.daemon = True
+        clock.start()
+    try:
+        result = train(cfg, stop=stop)
+    finally:
+        if clock is not None:
+            clock.cancel()
+    if result.interrupted:  # only the clock stops it: a Ctrl-C raises KeyboardInterrupt
+        tqdm.write(f"{run_dir}: stopped after {minutes:g} minutes; evaluating its checkpoint")
+        final_evaluation(cfg, run_dir)
+    _record_finished(run_dir, start, minutes)
     return curve_from_metrics(run_dir / "metrics.jsonl", start)
 
 
@@ -373,6 +401,15 @@ def _run_peer(suite: Suite, task: str, seed: int, run_dir: Path) -> Curve:
     return curve_from_metrics(run_dir / "metrics.jsonl", start)
 
 
+def _value_at_budget(curve: Curve, budget: int, window: int, metric: str) -> float:
+    """`value_at`, or NaN for a budget past the run's last evaluation (its final one, at the
+    env steps it got to): a run stopped by `--minutes`, or a task with fewer steps, has no
+    value there."""
+    if not len(curve.steps) or curve.steps[-1] < budget:
+        return math.nan
+    return value_at(curve, budget, window, metric)
+
+
 def summarize(
     suite: Suite, curves: dict[tuple[str, str], list[Curve]]
 ) -> tuple[dict[str, float], list[str]]:
@@ -389,7 +426,7 @@ def summarize(
         row = [task, method]
         for budget in suite.budgets:
             window = max(budget // 5, 1)
-            mean, std = mean_std([value_at(c, budget, window, suite.metric) for c in runs])
+            mean, std = mean_std([_value_at_budget(c, budget, window, suite.metric) for c in runs])
             figures[f"{key}_{suite.metric}_at_{budget}"] = mean
             figures[f"{key}_{suite.metric}_at_{budget}_std"] = std
             row.append(f"{mean:.1f} ± {std:.1f}")
@@ -513,6 +550,7 @@ def run(
     tasks: list[str] | None = None,
     variants: list[str] | None = None,
     reward_classifier: Path | None = None,
+    minutes: float | None = None,
 ) -> dict[str, Any]:
     spec = SUITES[suite]
     if quick:
@@ -533,6 +571,8 @@ def run(
     methods = list(spec.variants) or [OURS + CLASSIFIER_SUFFIX * (reward_classifier is not None)]
     if spec.peer:
         methods.append(PEER)
+    if minutes is not None and not 0 < minutes < math.inf:
+        raise ValueError(f"--minutes {minutes}: give a positive number of minutes")
     if seeds < 1 or first_seed < 0:
         raise ValueError(f"--seeds {seeds} and --first-seed {first_seed}: need 1+ seeds from 0 up")
     jobs = [
@@ -557,7 +597,9 @@ def run(
             if method in spec.pretrained_variants:
                 weights = pretrain_encoder(demos, out / _slug(task) / "encoder.safetensors")
                 encoder["backbone_weights"] = str(weights)
-            curve = _run_ours(spec, task, seed, run_dir, device, prior, encoder, reward_classifier)
+            curve = _run_ours(
+                spec, task, seed, run_dir, device, prior, encoder, reward_classifier, minutes
+            )
         else:
             curve = _run_peer(spec, task, seed, run_dir)
         curves[(task, method)].append(curve)
@@ -578,6 +620,7 @@ def run(
         "suite": suite,
         "seeds": seeds,
         "first_seed": first_seed,
+        "minutes": minutes,
         "steps": spec.steps,
         **figures,
     }

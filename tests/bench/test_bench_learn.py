@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -111,7 +112,9 @@ def test_the_learner_rate_is_the_runs_mean_not_its_last_window(tmp_path: Path) -
     assert figures["bytes_per_transition"] == 1000.0
 
 
-def test_first_seed_runs_the_seeds_from_there_and_a_bad_range_is_refused(tmp_path: Path) -> None:
+def test_first_seed_runs_the_seeds_from_there_and_bad_seeds_or_minutes_are_refused(
+    tmp_path: Path,
+) -> None:
     from serl.bench.learn import run
 
     unfinished = tmp_path / "pendulum_v1" / "serl-seed1"
@@ -121,3 +124,21 @@ def test_first_seed_runs_the_seeds_from_there_and_a_bad_range_is_refused(tmp_pat
         run(True, "cpu", "pendulum", seeds=1, first_seed=1, out=tmp_path)
     with pytest.raises(ValueError, match="--first-seed -1"):
         run(True, "cpu", "pendulum", seeds=1, first_seed=-1, out=tmp_path)
+    with pytest.raises(ValueError, match="--minutes 0"):
+        run(True, "cpu", "pendulum", seeds=1, out=tmp_path, minutes=0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_minutes_stops_a_run_on_the_clock_then_evaluates_its_checkpoint(tmp_path: Path) -> None:
+    from serl.bench.learn import RUN_RECORD, SUITES, _run_ours
+    from serl.metrics import read_metrics
+
+    pendulum = SUITES["pendulum"]
+    suite = dataclasses.replace(pendulum, **pendulum.quick | {"steps": 1_000_000})  # never reached
+    run_dir = tmp_path / "run"
+    curve = _run_ours(suite, "Pendulum-v1", 0, run_dir, "cpu", None, {}, minutes=0.5)
+    final = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("eval/final")]
+    assert len(final) == 1 and 0 < final[0]["step"] < 1_000_000
+    assert curve.steps[-1] == final[0]["step"] and curve.seconds[-1] >= 30.0
+    assert json.loads((run_dir / RUN_RECORD).read_text())["minutes"] == 0.5

@@ -91,6 +91,16 @@ def test_summary_table_gives_mean_std_over_seeds_and_threshold_counts() -> None:
     assert "-700.0 ± 100.0" in lines[1]
 
 
+def test_a_budget_past_where_a_run_got_has_no_value_in_the_summary() -> None:
+    suite = SUITES["pendulum"]  # budgets 5,000, 10,000, 20,000
+    stopped = curve([2000, 4000, 6000], [-900.0, -700.0, -500.0])  # --minutes stopped it at 6,000
+    figures, lines = summarize(suite, {("Pendulum-v1", "serl"): [stopped]})
+    assert figures["serl_returns_at_5000"] == -700.0  # (4,000, 5,000] empty: the one at 4,000
+    assert math.isnan(figures["serl_returns_at_10000"])
+    assert math.isnan(figures["serl_returns_at_20000"])
+    assert "nan ± nan" in lines[1]
+
+
 def test_decreasing_steps_are_refused() -> None:
     with pytest.raises(ValueError, match="must not decrease"):
         curve([200, 100], [0.0, 0.0])

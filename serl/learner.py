@@ -8,8 +8,9 @@ One thread, one loop (DESIGN §4)::
     log / checkpoint        -> metrics every `log_every_s`, a checkpoint every
                                `checkpoint_every_s`, on SIGTERM/SIGINT and at the end
 
-(While a checkpoint writes the replay buffer, which with camera frames takes seconds, a
-second thread writes and the loop's thread keeps answering actors; see `checkpoint`.)
+(While a checkpoint writes the replay buffer, which with camera frames takes seconds, or an
+update takes longer than `SLOW_UPDATE_S`, that work runs on a second thread and the loop's
+thread keeps answering actors, who would otherwise reconnect; see `_answering_actors`.)
 
 Rate limiter: an update runs only while the replay buffer holds `min_buffer` transitions and
 `updates < utd_ratio × (env_steps − min_buffer)`, so the learner never trains ahead of its data
@@ -51,9 +52,10 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -88,6 +90,7 @@ from serl.transport.server import EpisodeStats, LearnerServer, PollResult
 from serl.transport.sockets import bind_endpoint
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 REPLAY_PREFIX = "replay-"
@@ -95,8 +98,11 @@ PRIOR_PREFIX = "prior-"
 IDLE_POLL_MS = 20
 """Poll wait when no update is allowed: short enough to react, long enough not to spin."""
 HOLD_BYTES = 256 * 2**20
-"""Most chunk bytes held, unread into the buffer, while the buffer is being written; beyond it
-the learner stops reading the transport until the write ends."""
+"""Most chunk bytes held, not yet ingested, while a long task runs on a second thread (see
+`_answering_actors`); beyond it the learner stops reading the transport until the task ends."""
+SLOW_UPDATE_S = 1.0
+"""An update slower than this (DrQ on a CPU: about 35 s) makes the next ones run on a second
+thread while the loop's thread answers the actors."""
 DRAIN_S = 2.0
 """After the last checkpoint, keep answering actors this long so they receive its commit."""
 ACTION_TOLERANCE = 1e-4
@@ -355,6 +361,7 @@ class Learner:
         self._window = _Window()
         self._episodes: dict[str, list[tuple[float, float, Any]]] = {"eval": [], "train": []}
         self._last_log = self._last_checkpoint = time.monotonic()
+        self._last_update_s = 0.0
         self._logged_steps, self._logged_updates = self.counters.env_steps, self.counters.updates
         self._publish()
         logger.info("settings actors must share: %s", json.dumps(config_to_dict(self.agreement)))
@@ -480,7 +487,15 @@ class Learner:
         self.ingest(self.server.poll(0 if self.update_allowed else IDLE_POLL_MS))
         updated = self.update_allowed
         if updated:
-            self._record(self._checked(self.agent.update(self.sampler.sample())))
+            batch = self.sampler.sample()
+            started = time.monotonic()
+            if self._last_update_s > SLOW_UPDATE_S:
+                info, held = self._answering_actors(lambda: self.agent.update(batch))
+                self.ingest(held)
+            else:
+                info = self.agent.update(batch)
+            self._last_update_s = time.monotonic() - started
+            self._record(self._checked(info))
             self.counters.updates += 1
         behind = self.counters.updates - self.server.weights_version
         if behind >= self.cfg.publish_every or (behind > 0 and not updated):
@@ -702,7 +717,12 @@ class Learner:
         if self.cfg.interventions_to_prior:  # the demo buffer grows: it is part of the state
             prior_name = f"{PRIOR_PREFIX}{generation:06d}.npz"
             writes.append((self.prior_buffer, self.run_dir / prior_name))
-        held = self._write_answering_actors(writes)
+
+        def write() -> None:
+            for buffer, path in writes:
+                buffer.save(path)
+
+        _, held = self._answering_actors(write)
         self.counters.generation = generation
         if self._weighted is not None and self.cfg.interventions_to_prior:
             self._weighted.refresh()  # the interventions that joined the prior data
@@ -743,40 +763,41 @@ class Learner:
         self.ingest(held)  # after the checkpoint: it holds exactly the chunks of `cursors`
         return self.checkpoint_path
 
-    def _write_answering_actors(self, writes: list[tuple[ReplayBuffer, Path]]) -> PollResult:
-        """Write the buffers on a thread while this one keeps answering the actors.
+    def _answering_actors(self, work: Callable[[], T]) -> tuple[T, PollResult]:
+        """Run `work` on a second thread while this one keeps answering the actors.
 
-        A buffer of camera frames is gigabytes and takes seconds to write; a learner that
-        says nothing that long makes its actors reconnect (their silence timeout). So this
-        thread polls the transport meanwhile: PINGs get their PONGs, actors their welcomes
-        and acks, and the chunks and episode statistics that arrive are held, not ingested
-        (the buffer is being read), up to `HOLD_BYTES`. They are returned, to be ingested
-        after the checkpoint, whose cursors were taken before they arrived.
+        Writing a buffer of camera frames takes seconds, a DrQ update on a CPU half a minute;
+        a learner that says nothing that long makes its actors reconnect (their silence
+        timeout). So this thread polls the transport meanwhile: PINGs get their PONGs, actors
+        their welcomes and acks, and the chunks and episode statistics that arrive are held,
+        not ingested (`work` may read the buffer), up to `HOLD_BYTES`. Returns `work`'s result
+        and what was held, for the caller to ingest when that is consistent (a checkpoint:
+        after it, as its cursors were taken before these chunks arrived). The transport's
+        sockets stay on this thread; `work` must not touch them.
         """
-        failed: list[BaseException] = []
+        outcome: list[Any] = []
 
-        def write() -> None:
+        def run() -> None:
             try:
-                for buffer, path in writes:
-                    buffer.save(path)
+                outcome.append(work())
             except BaseException as exc:  # re-raised below, in the learner's thread
-                failed.append(exc)
+                outcome.append(exc)
 
-        writer = threading.Thread(target=write, name="buffer-writer", daemon=True)
-        writer.start()
+        worker = threading.Thread(target=run, name="learner-work", daemon=True)
+        worker.start()
         held, held_bytes = PollResult(), 0
-        while writer.is_alive():
+        while worker.is_alive():
             if held_bytes >= HOLD_BYTES:
-                writer.join(IDLE_POLL_MS / 1000)
+                worker.join(IDLE_POLL_MS / 1000)
                 continue
             got = self.server.poll(IDLE_POLL_MS)
             held.chunks += got.chunks
             held.episode_stats += got.episode_stats
             held_bytes += sum(a.nbytes for chunk in got.chunks for a in chunk.arrays.values())
-        writer.join()
-        if failed:
-            raise failed[0]
-        return held
+        worker.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0], held
 
     def _remove_stale_files(self, keep: set[str | None]) -> None:
         """Buffer files of older generations and temp files a killed write left behind."""

@@ -312,6 +312,38 @@ def test_a_learner_writing_its_buffer_answers_its_actors_and_ingests_what_came_m
         client.close(timeout_s=0)
 
 
+def test_a_learner_whose_updates_are_slow_answers_its_actors_while_it_updates(
+    tmp_path, make_learner
+) -> None:
+    learner = make_learner(config(tmp_path))
+    update = learner.agent.update
+
+    def slow_update(batch):  # DrQ on a CPU: 35 s per update
+        time.sleep(1.5)
+        return update(batch)
+
+    learner.agent.update = slow_update
+    client = ActorClient(
+        learner.server.data_endpoint,
+        learner.server.weights_endpoint,
+        learner.spec,
+        learner.agreement.hash,
+        "a",
+        heartbeat_s=0.1,
+        silence_timeout_s=0.7,
+    )
+    try:
+        client.send_chunk(pendulum_chunk(30))
+        step_until(learner, lambda: learner.counters.updates == 1)  # slow, so the next threaded
+        reconnects = client.counters().get("reconnects", 0)
+        client.send_chunk(pendulum_chunk(10, t0=30))  # arrives during the next update
+        step_until(learner, lambda: learner.counters.updates == 3)
+        assert client.counters().get("reconnects", 0) == reconnects  # 2 x 1.5 s, 0.7 s timeout
+        assert len(learner.buffer) == 40  # what arrived meanwhile was ingested after
+    finally:
+        client.close(timeout_s=0)
+
+
 def test_a_buffer_write_that_fails_on_its_thread_fails_the_checkpoint(
     tmp_path, make_learner, monkeypatch
 ) -> None:

@@ -613,7 +613,7 @@ def run(
             size, _ = mean_std([r["bytes_per_transition"] for r in runs])
             figures[f"{_slug(task)}_{method}_updates_per_s"] = rate
             figures[f"{_slug(task)}_{method}_bytes_per_transition"] = size
-            lines.append(f"{task:<32}{method:<22}{rate:>12.2f}{size:>18,.0f}")
+            lines.append(f"{task:<32}{method:<22}{rate:>12.3g}{size:>18,.0f}")
         table += ["", *lines]
     png = plot_suite(spec, curves, out / "curves.png")
     summary = {

@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -71,11 +72,16 @@ def main() -> None:
         curve, origin = load_curve(run)
         print(describe(f"{label} ({run.name})", curve, origin))
         color = colors.setdefault(label, f"C{len(colors)}")
-        values = rolling_mean(curve.metric("success"), WINDOW)
         first = label not in [line.get_label() for line in by_steps.get_lines()]
         kwargs = {"color": color, "alpha": 0.8, "label": label if first else None}
-        by_steps.plot(curve.steps[WINDOW - 1 :], values, **kwargs)
-        by_time.plot(curve.seconds[WINDOW - 1 :] / 60, values, **kwargs)
+        success = curve.metric("success")
+        if len(success) >= WINDOW:
+            values, skip = rolling_mean(success, WINDOW), WINDOW - 1
+        else:  # a run stopped early (--minutes): the mean of its evaluations so far, marked
+            values, skip = np.cumsum(success) / np.arange(1, len(success) + 1), 0
+            kwargs |= {"marker": "o", "markersize": 3}
+        by_steps.plot(curve.steps[skip:], values, **kwargs)
+        by_time.plot(curve.seconds[skip:] / 60, values, **kwargs)
     ylabel = f"success (mean of last {WINDOW} evaluations)"
     by_steps.set(xlabel="env steps", ylabel=ylabel)
     by_time.set(xlabel="wall-clock minutes", ylabel=ylabel)

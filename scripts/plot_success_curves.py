@@ -31,10 +31,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from serl.bench.curves import Curve, curve_from_metrics, first_crossing, rolling_mean  # noqa: E402
-from serl.bench.learn import RUN_RECORD, finished_curve  # noqa: E402
+from serl.bench.learn import RUN_RECORD, SUITES, finished_curve  # noqa: E402
 
-WINDOW = 10
-"""Evaluations per point, as the benchmark's crossing window for success tasks."""
+WINDOW = SUITES["panda-pixels"].crossing_window
+"""Evaluations per point: the benchmark's crossing window for its success tasks."""
 
 
 def load_curve(run_dir: Path) -> tuple[Curve, str]:

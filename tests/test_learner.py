@@ -82,15 +82,21 @@ def make_learner() -> Iterator[Callable[..., Learner]]:
         learner.close()
 
 
-def client_for(learner: Learner, actor_id: str = "a") -> ActorClient:
+def client_for(
+    learner: Learner,
+    actor_id: str = "a",
+    *,
+    heartbeat_s: float = 0.2,
+    silence_timeout_s: float = 2.0,
+) -> ActorClient:
     return ActorClient(
         learner.server.data_endpoint,
         learner.server.weights_endpoint,
         learner.spec,
         learner.agreement.hash,
         actor_id,
-        heartbeat_s=0.2,
-        silence_timeout_s=2.0,
+        heartbeat_s=heartbeat_s,
+        silence_timeout_s=silence_timeout_s,
     )
 
 
@@ -282,15 +288,7 @@ def test_a_learner_writing_its_buffer_answers_its_actors_and_ingests_what_came_m
     tmp_path, make_learner, monkeypatch
 ) -> None:
     learner = make_learner(config(tmp_path))
-    client = ActorClient(
-        learner.server.data_endpoint,
-        learner.server.weights_endpoint,
-        learner.spec,
-        learner.agreement.hash,
-        "a",
-        heartbeat_s=0.1,
-        silence_timeout_s=0.5,
-    )
+    client = client_for(learner, heartbeat_s=0.1, silence_timeout_s=0.5)
     save = ReplayBuffer.save
 
     def slow_save(buffer: ReplayBuffer, path: Path) -> None:  # a big buffer on a busy disk
@@ -323,18 +321,11 @@ def test_a_learner_whose_updates_are_slow_answers_its_actors_while_it_updates(
         return update(batch)
 
     learner.agent.update = slow_update
-    client = ActorClient(
-        learner.server.data_endpoint,
-        learner.server.weights_endpoint,
-        learner.spec,
-        learner.agreement.hash,
-        "a",
-        heartbeat_s=0.1,
-        silence_timeout_s=0.7,
-    )
+    client = client_for(learner, heartbeat_s=0.1, silence_timeout_s=0.7)
     try:
         client.send_chunk(pendulum_chunk(30))
         step_until(learner, lambda: learner.counters.updates == 1)  # slow, so the next threaded
+        pump_until(learner.server, lambda: client.connected)  # back from that update's silence
         reconnects = client.counters().get("reconnects", 0)
         client.send_chunk(pendulum_chunk(10, t0=30))  # arrives during the next update
         step_until(learner, lambda: learner.counters.updates == 3)

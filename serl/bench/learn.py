@@ -312,8 +312,12 @@ def finished_curve(run_dir: Path) -> Curve | None:
     return None
 
 
-def _record_finished(run_dir: Path, start_time_s: float, minutes: float | None = None) -> None:
-    record = {"start_time_s": start_time_s} | ({"minutes": minutes} if minutes else {})
+def _record_finished(
+    run_dir: Path, start_time_s: float, stopped_at_minutes: float | None = None
+) -> None:
+    record = {"start_time_s": start_time_s}
+    if stopped_at_minutes is not None:  # `--minutes` ended it before its steps
+        record["stopped_at_minutes"] = stopped_at_minutes
     write_json_atomic(run_dir / RUN_RECORD, record)
 
 
@@ -380,7 +384,7 @@ def _run_ours(
     if result.interrupted:  # only the clock stops it: a Ctrl-C raises KeyboardInterrupt
         tqdm.write(f"{run_dir}: stopped after {minutes:g} minutes; evaluating its checkpoint")
         final_evaluation(cfg, run_dir)
-    _record_finished(run_dir, start, minutes)
+    _record_finished(run_dir, start, minutes if result.interrupted else None)
     return curve_from_metrics(run_dir / "metrics.jsonl", start)
 
 
@@ -552,6 +556,10 @@ def run(
     reward_classifier: Path | None = None,
     minutes: float | None = None,
 ) -> dict[str, Any]:
+    if minutes is not None and not 0 < minutes < math.inf:
+        raise ValueError(f"--minutes {minutes}: give a positive number of minutes")
+    if seeds < 1 or first_seed < 0:
+        raise ValueError(f"--seeds {seeds} and --first-seed {first_seed}: need 1+ seeds from 0 up")
     spec = SUITES[suite]
     if quick:
         spec = dataclasses.replace(spec, **spec.quick)
@@ -571,10 +579,6 @@ def run(
     methods = list(spec.variants) or [OURS + CLASSIFIER_SUFFIX * (reward_classifier is not None)]
     if spec.peer:
         methods.append(PEER)
-    if minutes is not None and not 0 < minutes < math.inf:
-        raise ValueError(f"--minutes {minutes}: give a positive number of minutes")
-    if seeds < 1 or first_seed < 0:
-        raise ValueError(f"--seeds {seeds} and --first-seed {first_seed}: need 1+ seeds from 0 up")
     jobs = [
         (t, m, s)
         for t in spec.tasks

@@ -141,4 +141,4 @@ def test_minutes_stops_a_run_on_the_clock_then_evaluates_its_checkpoint(tmp_path
     final = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("eval/final")]
     assert len(final) == 1 and 0 < final[0]["step"] < 1_000_000
     assert curve.steps[-1] == final[0]["step"] and curve.seconds[-1] >= 30.0
-    assert json.loads((run_dir / RUN_RECORD).read_text())["minutes"] == 0.5
+    assert json.loads((run_dir / RUN_RECORD).read_text())["stopped_at_minutes"] == 0.5
